@@ -1,0 +1,163 @@
+"""Settings for every stage, as pydantic v2 models that read and write YAML.
+
+Unknown keys are refused (``extra="forbid"``), so a typo in a settings file is an error that
+names the key instead of a silently ignored option.
+
+>>> settings = TrainSettings(ensemble_size=3, epochs=5)
+>>> TrainSettings.model_validate(settings.model_dump()) == settings
+True
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from biomol_nnp.exceptions import ConfigError
+from biomol_nnp.io import write_text_atomic
+
+SYSTEMS_DIR = Path(__file__).resolve().parent.parent / "systems"
+"""Example systems shipped with the repository."""
+
+SettingsT = TypeVar("SettingsT", bound="Settings")
+
+
+class Settings(BaseModel):
+    """Base class: forbids unknown keys, validates on assignment, reads and writes YAML."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+    @classmethod
+    def from_yaml(cls: type[SettingsT], path: str | os.PathLike) -> SettingsT:
+        """Read settings from a YAML file; errors name the file and the offending keys."""
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"settings file {str(path)!r} does not exist; give the path of a YAML file")
+        data = yaml.safe_load(path.read_text()) or {}
+        try:
+            return cls.model_validate(data)
+        except ValidationError as err:
+            raise ConfigError(f"invalid settings in {str(path)!r}:\n{err}") from err
+
+    def to_yaml(self, path: str | os.PathLike) -> Path:
+        """Write the settings to a YAML file atomically."""
+        text = yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+        return write_text_atomic(path, text)
+
+
+class SystemSettings(Settings):
+    """Where the MM system comes from and which atoms form the ML region."""
+
+    solvated_pdb: Path = Field(
+        SYSTEMS_DIR / "alanine_dipeptide" / "solvated.pdb", description="Solvated PDB with a periodic box."
+    )
+    vacuum_pdb: Path = Field(SYSTEMS_DIR / "alanine_dipeptide" / "vacuum.pdb", description="PDB in vacuum.")
+    forcefield: list[str] = Field(
+        ["amber14-all.xml", "amber14/tip3p.xml"], description="OpenMM force-field XML files."
+    )
+    region_residues: list[str] = Field(
+        ["ACE", "ALA", "NME"], description="Residue names whose atoms form the ML region."
+    )
+    nonbonded_cutoff_nm: float = Field(0.9, gt=0, description="MM nonbonded (PME) cutoff, nm.")
+
+
+class SamplingSettings(Settings):
+    """Configurations to label: frames of MM MD of the solvated system and of the vacuum system."""
+
+    solvated_frames: int = Field(64, ge=0, description="Frames taken from the solvated MM MD.")
+    vacuum_frames: int = Field(64, ge=0, description="Frames taken from the vacuum MM MD.")
+    steps_between_frames: int = Field(250, ge=1, description="MD steps between saved frames.")
+    equilibration_steps: int = Field(1000, ge=0, description="MD steps before the first frame.")
+    temperature_k: float = Field(500.0, gt=0, description="Sampling temperature, K (high to widen coverage).")
+    timestep_fs: float = Field(2.0, gt=0, description="MD time step, fs.")
+    point_charge_cutoff_nm: float = Field(
+        1.0, gt=0, description="Waters with any atom within this distance of the region become point charges, nm."
+    )
+    seed: int = Field(2024, description="Random seed for velocities and the Langevin integrator.")
+
+
+class LabelSettings(Settings):
+    """The QM method that labels configurations."""
+
+    method: Literal["GFN2-xTB"] = Field("GFN2-xTB", description="QM method; GFN2-xTB through xtb-python.")
+    accuracy: float = Field(1.0, gt=0, description="xtb numerical accuracy (smaller is tighter).")
+    max_iterations: int = Field(250, ge=1, description="Maximum SCC iterations.")
+    electronic_temperature_k: float = Field(300.0, gt=0, description="Electronic temperature, K.")
+
+
+class ModelSettings(Settings):
+    """ANI-style model: symmetry-function descriptors and per-element networks."""
+
+    elements: list[int] = Field([1, 6, 7, 8], description="Atomic numbers the model covers.")
+    radial_cutoff_nm: float = Field(0.52, gt=0, description="Radial symmetry-function cutoff, nm.")
+    angular_cutoff_nm: float = Field(0.35, gt=0, description="Angular symmetry-function cutoff, nm.")
+    radial_shifts: int = Field(16, ge=1, description="Number of radial Gaussian centres.")
+    radial_eta_per_nm2: float = Field(1600.0, gt=0, description="Radial Gaussian width parameter, 1/nm^2.")
+    angular_shifts: int = Field(4, ge=1, description="Number of angular radial centres.")
+    angular_sections: int = Field(8, ge=1, description="Number of angle sections theta_s.")
+    angular_eta_per_nm2: float = Field(800.0, gt=0, description="Angular radial width parameter, 1/nm^2.")
+    angular_zeta: float = Field(32.0, gt=0, description="Angular resolution exponent zeta.")
+    hidden_layers: list[int] = Field([64, 32], description="Hidden layer widths of each element network.")
+    embedding_cutoff_nm: float = Field(1.0, gt=0, description="MM charges beyond this distance are ignored, nm.")
+    embedding_switch_width_nm: float = Field(0.1, gt=0, description="Width of the switch before the cutoff, nm.")
+    embedding_damping_nm: float = Field(
+        0.03, gt=0, description="Short-range damping length of the Coulomb kernel erf(r/a)/r, nm."
+    )
+
+
+class TrainSettings(Settings):
+    """Training of the ensemble."""
+
+    ensemble_size: int = Field(3, ge=1, description="Number of independently initialised members.")
+    epochs: int = Field(300, ge=1, description="Training epochs per member.")
+    batch_size: int = Field(16, ge=1, description="Configurations per optimiser step.")
+    learning_rate: float = Field(3e-3, gt=0, description="Initial Adam learning rate.")
+    energy_weight: float = Field(1.0, ge=0, description="Weight of the energy loss (per atom, (kJ/mol)^2).")
+    force_weight: float = Field(0.1, ge=0, description="Weight of the force loss ((kJ/mol/nm)^2 scaled).")
+    charge_weight: float = Field(1000.0, ge=0, description="Weight of the charge loss (e^2).")
+    embedding_weight: float = Field(1.0, ge=0, description="Weight of the embedding-energy loss ((kJ/mol)^2).")
+    validation_fraction: float = Field(0.2, gt=0, lt=1, description="Fraction of frames held out for testing.")
+    seed: int = Field(0, description="Seed of the first member; member k uses seed + k.")
+    dtype: Literal["float32", "float64"] = Field("float64", description="Floating-point type of the model.")
+
+
+class SimulationSettings(Settings):
+    """NNP/MM molecular dynamics."""
+
+    model_path: Path = Field(Path("model.pt"), description="Deployed model file (model.pt).")
+    embedding: Literal["electrostatic", "mechanical"] = Field(
+        "electrostatic", description="How the ML region couples to the MM charges."
+    )
+    steps: int = Field(1000, ge=1, description="MD steps.")
+    timestep_fs: float = Field(1.0, gt=0, description="Time step, fs.")
+    temperature_k: float = Field(300.0, gt=0, description="Thermostat temperature, K.")
+    friction_per_ps: float = Field(1.0, gt=0, description="Langevin friction, 1/ps.")
+    report_interval: int = Field(50, ge=1, description="Steps between trajectory and CSV reports.")
+    seed: int = Field(1, description="Seed for velocities and the integrator.")
+    torch_threads: int = Field(1, ge=1, description="torch threads inside the force callback.")
+
+
+class RefitSettings(Settings):
+    """Backbone torsion refit from the model's phi and psi profiles."""
+
+    scan_step_deg: float = Field(15.0, gt=0, le=90, description="Spacing of the torsion scan, degrees.")
+    periodicities: list[int] = Field([1, 2, 3], description="Fourier periodicities to fit.")
+    restraint_k_kj_per_rad2: float = Field(
+        2000.0, gt=0, description="Harmonic dihedral restraint constant of the scan, kJ/mol/rad^2."
+    )
+
+
+class PipelineSettings(Settings):
+    """Every stage of the end-to-end path, as `biomol-nnp demo` runs it."""
+
+    system: SystemSettings = Field(default_factory=SystemSettings, description="MM system and ML region.")
+    sampling: SamplingSettings = Field(default_factory=SamplingSettings, description="Configurations.")
+    labels: LabelSettings = Field(default_factory=LabelSettings, description="QM labelling.")
+    model: ModelSettings = Field(default_factory=ModelSettings, description="Model architecture.")
+    train: TrainSettings = Field(default_factory=TrainSettings, description="Ensemble training.")
+    simulation: SimulationSettings = Field(default_factory=SimulationSettings, description="NNP/MM MD.")
+    refit: RefitSettings = Field(default_factory=RefitSettings, description="Torsion refit.")

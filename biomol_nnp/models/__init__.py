@@ -1,0 +1,1 @@
+"""biomol_nnp.models"""

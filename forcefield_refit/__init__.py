@@ -1,0 +1,1 @@
+"""forcefield_refit: project learned torsion energies into classical force-field files."""

@@ -1,0 +1,1 @@
+"""Writers of force-field files for other engines."""
