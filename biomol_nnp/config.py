@@ -78,6 +78,12 @@ class SamplingSettings(Settings):
         1.0, gt=0, description="Waters with any atom within this distance of the region become point charges, nm."
     )
     seed: int = Field(2024, description="Random seed for velocities and the Langevin integrator.")
+    trajectories_per_phase: int = Field(
+        2,
+        ge=1,
+        description="Independent MD runs (different seeds) per phase, solvated and vacuum; each run is one "
+        "trajectory id, so training can split by trajectory.",
+    )
 
 
 class LabelSettings(Settings):
