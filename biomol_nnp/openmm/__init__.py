@@ -1,1 +1,9 @@
-"""biomol_nnp.openmm"""
+"""OpenMM integration: the openmm-ml potential ``biomol-nnp``, the ``electrostatic`` embedding and
+the force backends.
+
+openmm-ml loads its entry points (our potential and embedding modules) when ``openmmml`` is first
+imported. Importing it here, before any of our submodules, keeps that scan from meeting a half-imported
+plugin module when a user imports ``biomol_nnp.openmm.potential`` before ``openmmml``.
+"""
+
+import openmmml  # noqa: F401  (import order: see the module docstring)
