@@ -122,13 +122,17 @@ class TrainSettings(Settings):
     epochs: int = Field(300, ge=1, description="Training epochs per member.")
     batch_size: int = Field(16, ge=1, description="Configurations per optimiser step.")
     learning_rate: float = Field(3e-3, gt=0, description="Initial Adam learning rate.")
-    energy_weight: float = Field(1.0, ge=0, description="Weight of the energy loss (per atom, (kJ/mol)^2).")
-    force_weight: float = Field(0.1, ge=0, description="Weight of the force loss ((kJ/mol/nm)^2 scaled).")
-    charge_weight: float = Field(1000.0, ge=0, description="Weight of the charge loss (e^2).")
-    embedding_weight: float = Field(1.0, ge=0, description="Weight of the embedding-energy loss ((kJ/mol)^2).")
+    energy_weight: float = Field(1.0, ge=0, description="Weight of the per-atom energy loss (normalised by its variance).")
+    force_weight: float = Field(1.0, ge=0, description="Weight of the force loss (normalised by its variance).")
+    charge_weight: float = Field(0.2, ge=0, description="Weight of the charge loss (normalised by its variance).")
+    embedding_weight: float = Field(
+        1.0, ge=0, description="Weight of the embedding-energy loss (QM with point charges minus QM in vacuum)."
+    )
     validation_fraction: float = Field(0.2, gt=0, lt=1, description="Fraction of frames held out for testing.")
     seed: int = Field(0, description="Seed of the first member; member k uses seed + k.")
-    dtype: Literal["float32", "float64"] = Field("float64", description="Floating-point type of the model.")
+    dtype: Literal["float32", "float64"] = Field(
+        "float32", description="Floating-point type used in training; the deployed model is always float64."
+    )
 
 
 class SimulationSettings(Settings):

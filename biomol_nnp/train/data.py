@@ -1,0 +1,135 @@
+"""Training samples, trajectory-wise splits and padded batches.
+
+A batch pads regions to the largest atom count with atomic number 0 and MM environments to the
+largest charge count with zero charges, so padding contributes nothing.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from biomol_nnp.exceptions import InputError
+
+
+@dataclass(frozen=True)
+class TrainingSample:
+    """One labelled configuration (OpenMM units).
+
+    atomic_numbers [N]; positions [N, 3] nm; energy kJ/mol and forces [N, 3] kJ/mol/nm of the region
+    in vacuum; charges [N] e in vacuum; mm_positions [M, 3] nm and mm_charges [M] e of the environment;
+    embedding_energy kJ/mol (QM with the MM charges minus QM in vacuum), NaN when M = 0.
+    """
+
+    atomic_numbers: np.ndarray
+    positions: np.ndarray
+    total_charge: float
+    energy: float
+    forces: np.ndarray
+    charges: np.ndarray
+    mm_positions: np.ndarray
+    mm_charges: np.ndarray
+    embedding_energy: float
+    trajectory_id: int
+    source: str
+
+
+@dataclass
+class Batch:
+    """Padded tensors of several samples."""
+
+    atomic_numbers: torch.Tensor  # [B, N]
+    positions: torch.Tensor  # [B, N, 3]
+    total_charge: torch.Tensor  # [B]
+    energy: torch.Tensor  # [B], float64
+    forces: torch.Tensor  # [B, N, 3]
+    charges: torch.Tensor  # [B, N]
+    mm_positions: torch.Tensor  # [B, M, 3]
+    mm_charges: torch.Tensor  # [B, M]
+    embedding_energy: torch.Tensor  # [B]
+    has_embedding: torch.Tensor  # [B] bool
+
+
+def collate(samples: Sequence[TrainingSample], dtype: torch.dtype) -> Batch:
+    """Pad and stack samples into one batch."""
+    size = max(len(s.atomic_numbers) for s in samples)
+    mm_size = max(len(s.mm_charges) for s in samples)
+
+    def pad(array: np.ndarray, length: int, width: tuple[int, ...] = ()) -> np.ndarray:
+        out = np.zeros((length, *width), dtype=array.dtype)
+        out[: len(array)] = array
+        return out
+
+    def stack(name: str, length: int, width: tuple[int, ...] = ()) -> torch.Tensor:
+        return torch.from_numpy(np.stack([pad(np.asarray(getattr(s, name)), length, width) for s in samples]))
+
+    embedding = torch.tensor([s.embedding_energy for s in samples], dtype=dtype)
+    return Batch(
+        atomic_numbers=stack("atomic_numbers", size).long(),
+        positions=stack("positions", size, (3,)).to(dtype),
+        total_charge=torch.tensor([s.total_charge for s in samples], dtype=dtype),
+        energy=torch.tensor([s.energy for s in samples], dtype=torch.float64),
+        forces=stack("forces", size, (3,)).to(dtype),
+        charges=stack("charges", size).to(dtype),
+        mm_positions=stack("mm_positions", mm_size, (3,)).to(dtype),
+        mm_charges=stack("mm_charges", mm_size).to(dtype),
+        embedding_energy=torch.nan_to_num(embedding),
+        has_embedding=~torch.isnan(embedding),
+    )
+
+
+def split_by_trajectory(
+    samples: Sequence[TrainingSample], test_fraction: float, seed: int = 0
+) -> tuple[list[TrainingSample], list[TrainingSample]]:
+    """Hold out whole trajectories (per source) so the test set is not correlated with training frames.
+
+    From each source (for example solvated and vacuum MD) ``ceil(test_fraction * n)`` of its ``n``
+    trajectories are held out, at least one when a source has two or more. A source with a single
+    trajectory goes entirely to training; if no source has two trajectories the last
+    ``test_fraction`` of frames of each trajectory is held out instead (a time split).
+    """
+    if not samples:
+        raise InputError("no labelled samples to split; label configurations first (`biomol-nnp label`)")
+    rng = np.random.default_rng(seed)
+    by_source: dict[str, list[int]] = {}
+    for sample in samples:
+        ids = by_source.setdefault(sample.source, [])
+        if sample.trajectory_id not in ids:
+            ids.append(sample.trajectory_id)
+    held_out: set[tuple[str, int]] = set()
+    for source, ids in by_source.items():
+        if len(ids) >= 2:
+            count = min(len(ids) - 1, max(1, math.ceil(test_fraction * len(ids))))
+            held_out.update((source, int(i)) for i in rng.choice(ids, size=count, replace=False))
+    if held_out:
+        test = [s for s in samples if (s.source, s.trajectory_id) in held_out]
+        train = [s for s in samples if (s.source, s.trajectory_id) not in held_out]
+        return train, test
+    train, test = [], []
+    groups: dict[tuple[str, int], list[TrainingSample]] = {}
+    for sample in samples:
+        groups.setdefault((sample.source, sample.trajectory_id), []).append(sample)
+    for group in groups.values():
+        cut = max(1, int(round(len(group) * (1.0 - test_fraction))))
+        train += group[:cut]
+        test += group[cut:]
+    return train, test
+
+
+def fit_self_energies(samples: Sequence[TrainingSample], elements: Sequence[int]) -> np.ndarray:
+    """Per-element reference energies (kJ/mol) by least squares of vacuum energies on element counts."""
+    index = {z: i for i, z in enumerate(sorted(elements))}
+    counts = np.zeros((len(samples), len(index)))
+    for row, sample in enumerate(samples):
+        for z in sample.atomic_numbers:
+            if int(z) not in index:
+                raise InputError(f"atomic number {int(z)} in the labels is not among the model elements "
+                                 f"{sorted(elements)}; add it to ModelSettings.elements")
+            counts[row, index[int(z)]] += 1
+    energies = np.array([s.energy for s in samples])
+    solution, *_ = np.linalg.lstsq(counts, energies, rcond=None)
+    return solution

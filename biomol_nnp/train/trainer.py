@@ -1,0 +1,219 @@
+"""Training of an NNP ensemble on energies, forces, charges and embedding energies.
+
+Every loss term is a mean squared error divided by the variance of its target in the training set,
+so the weights in `TrainSettings` are dimensionless. Members share the descriptor computation
+and are trained together (their losses are independent sums, so each member's gradient depends
+only on its own parameters); they differ by initialisation.
+
+>>> result = train_ensemble(samples, ModelSettings(), TrainSettings(epochs=5))  # doctest: +SKIP
+>>> result.metrics["test"]["force_mae_kcal_per_mol_A"]  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from biomol_nnp.config import ModelSettings, TrainSettings
+from biomol_nnp.exceptions import InputError
+from biomol_nnp.models.ani import NNPEnsemble, build_ensemble
+from biomol_nnp.train.data import Batch, TrainingSample, collate, fit_self_energies, split_by_trajectory
+from biomol_nnp.units import ANGSTROM_TO_NM, KJ_TO_KCAL
+
+logger = logging.getLogger(__name__)
+
+FORCE_KJ_NM_TO_KCAL_A = KJ_TO_KCAL * ANGSTROM_TO_NM
+"""kJ/mol/nm -> kcal/mol/A."""
+
+
+@dataclass
+class Predictions:
+    """Member-mean predictions for a batch: energy [B] (without self energies), forces, charges, embedding."""
+
+    energy: torch.Tensor
+    forces: torch.Tensor
+    charges: torch.Tensor
+    embedding: torch.Tensor
+    member_energy: torch.Tensor = field(repr=False)
+    member_forces: torch.Tensor = field(repr=False)
+    member_charges: torch.Tensor = field(repr=False)
+    member_embedding: torch.Tensor = field(repr=False)
+
+
+@dataclass
+class TrainingResult:
+    """The trained ensemble (float64, ready to export), held-out metrics and the loss history."""
+
+    model: NNPEnsemble
+    metrics: dict[str, dict[str, float]]
+    history: list[dict[str, float]]
+    test_samples: list[TrainingSample]
+    train_samples: list[TrainingSample]
+
+
+def predict(model: NNPEnsemble, batch: Batch, create_graph: bool) -> Predictions:
+    """Energies, forces (by autograd, per member), charges and embedding energies for a batch."""
+    positions = batch.positions.clone().requires_grad_(True)
+    species = model.species(batch.atomic_numbers)
+    vacuum, charges, embedding = model.member_terms(
+        positions, species, batch.total_charge, batch.mm_positions, batch.mm_charges, torch.zeros(0, 3)
+    )
+    forces = []
+    for member in range(vacuum.shape[0]):
+        (gradient,) = torch.autograd.grad(
+            vacuum[member].sum(), positions, create_graph=create_graph, retain_graph=True
+        )
+        forces.append(-gradient)
+    member_forces = torch.stack(forces)
+    return Predictions(
+        energy=vacuum.mean(0), forces=member_forces.mean(0), charges=charges.mean(0),
+        embedding=embedding.mean(0), member_energy=vacuum, member_forces=member_forces,
+        member_charges=charges, member_embedding=embedding,
+    )
+
+
+class LossFunction:
+    """Weighted, variance-normalised squared errors summed over members."""
+
+    def __init__(self, samples: Sequence[TrainingSample], settings: TrainSettings, self_energies: np.ndarray,
+                 elements: Sequence[int]) -> None:
+        index = {z: i for i, z in enumerate(sorted(elements))}
+        residual = [(s.energy - sum(self_energies[index[int(z)]] for z in s.atomic_numbers)) / len(s.atomic_numbers)
+                    for s in samples]
+        forces = np.concatenate([s.forces.ravel() for s in samples])
+        charges = np.concatenate([s.charges for s in samples])
+        embedding = np.array([s.embedding_energy for s in samples if not np.isnan(s.embedding_energy)])
+        self.energy_var = max(float(np.var(residual)), 1e-6)
+        self.force_var = max(float(np.mean(forces**2)), 1e-6)
+        self.charge_var = max(float(np.var(charges)), 1e-8)
+        self.embedding_var = max(float(np.var(embedding)) if len(embedding) else 1.0, 1e-6)
+        self.settings = settings
+
+    def __call__(self, model: NNPEnsemble, batch: Batch, create_graph: bool = True) -> torch.Tensor:
+        out = predict(model, batch, create_graph)
+        species = model.species(batch.atomic_numbers)
+        real = (species >= 0).to(batch.positions.dtype)
+        atoms = real.sum(-1)
+        target = (batch.energy - model.reference_energy(species).to(torch.float64)).to(batch.positions.dtype)
+        energy_error = ((out.member_energy - target) / atoms) ** 2
+        force_error = ((out.member_forces - batch.forces) ** 2).sum(-1).sum(-1) / (3 * atoms)
+        charge_error = ((out.member_charges - batch.charges) ** 2).sum(-1) / atoms
+        mask = batch.has_embedding.to(batch.positions.dtype)
+        embedding_error = (out.member_embedding - batch.embedding_energy) ** 2 * mask
+        s = self.settings
+        loss = (
+            s.energy_weight * energy_error.mean() / self.energy_var
+            + s.force_weight * force_error.mean() / self.force_var
+            + s.charge_weight * charge_error.mean() / self.charge_var
+            + s.embedding_weight * embedding_error.sum() / max(float(mask.sum()), 1.0) / self.embedding_var
+        )
+        return loss * out.member_energy.shape[0]
+
+
+def evaluate(model: NNPEnsemble, samples: Sequence[TrainingSample], dtype: torch.dtype,
+             batch_size: int = 32) -> dict[str, float]:
+    """Mean absolute errors of the ensemble mean on ``samples`` (kJ/mol and kcal/mol based units)."""
+    if not samples:
+        return {}
+    sums = {"energy": 0.0, "force": 0.0, "charge": 0.0, "embedding": 0.0}
+    counts = {"energy": 0, "force": 0, "charge": 0, "embedding": 0}
+    for start in range(0, len(samples), batch_size):
+        batch = collate(samples[start:start + batch_size], dtype)
+        out = predict(model, batch, create_graph=False)
+        species = model.species(batch.atomic_numbers)
+        real = species >= 0
+        energy = out.energy.detach().double() + model.reference_energy(species).double()
+        sums["energy"] += float((energy - batch.energy).abs().sum())
+        counts["energy"] += len(energy)
+        sums["force"] += float((out.forces.detach() - batch.forces).abs()[real].sum())
+        counts["force"] += int(real.sum()) * 3
+        sums["charge"] += float((out.charges.detach() - batch.charges).abs()[real].sum())
+        counts["charge"] += int(real.sum())
+        emb = (out.embedding.detach() - batch.embedding_energy).abs()[batch.has_embedding]
+        sums["embedding"] += float(emb.sum())
+        counts["embedding"] += int(batch.has_embedding.sum())
+    mae = {key: sums[key] / counts[key] if counts[key] else float("nan") for key in sums}
+    return {
+        "energy_mae_kcal_per_mol": mae["energy"] * KJ_TO_KCAL,
+        "force_mae_kcal_per_mol_A": mae["force"] * FORCE_KJ_NM_TO_KCAL_A,
+        "charge_mae_e": mae["charge"],
+        "embedding_mae_kcal_per_mol": mae["embedding"] * KJ_TO_KCAL,
+        "configurations": float(len(samples)),
+    }
+
+
+def initialise(samples: Sequence[TrainingSample], model_settings: ModelSettings,
+               settings: TrainSettings) -> tuple[NNPEnsemble, np.ndarray]:
+    """A seeded ensemble with self energies fitted by linear regression and an energy scale."""
+    torch.manual_seed(settings.seed)
+    model = build_ensemble(model_settings, settings.ensemble_size)
+    self_energies = fit_self_energies(samples, model_settings.elements)
+    model.self_energies.copy_(torch.from_numpy(self_energies))
+    index = {z: i for i, z in enumerate(sorted(model_settings.elements))}
+    residual = [(s.energy - sum(self_energies[index[int(z)]] for z in s.atomic_numbers)) / len(s.atomic_numbers)
+                for s in samples]
+    model.energy_scale.fill_(max(float(np.std(residual)), 1.0))
+    return model, self_energies
+
+
+def train_ensemble(
+    samples: Sequence[TrainingSample],
+    model_settings: ModelSettings,
+    settings: TrainSettings,
+    progress: Callable[[int, int, float], None] | None = None,
+) -> TrainingResult:
+    """Split by trajectory, train the ensemble, keep the best state on the held-out loss.
+
+    ``progress(epoch, epochs, loss)`` is called after each epoch (the CLI passes a progress bar).
+    """
+    if len(samples) < 2:
+        raise InputError(f"training needs at least 2 labelled configurations, got {len(samples)}; "
+                         "sample and label more frames")
+    dtype = torch.float32 if settings.dtype == "float32" else torch.float64
+    train, test = split_by_trajectory(samples, settings.validation_fraction, settings.seed)
+    if not test:
+        raise InputError("the trajectory split left no configuration for testing; sample more frames or "
+                         "trajectories, or raise validation_fraction")
+    model, _ = initialise(train, model_settings, settings)
+    model = model.to(dtype)
+    loss_fn = LossFunction(train, settings, model.self_energies.double().numpy(), model_settings.elements)
+    optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, settings.epochs, settings.learning_rate / 20)
+    rng = np.random.default_rng(settings.seed)
+    best_loss, best_state, history = float("inf"), copy.deepcopy(model.state_dict()), []
+    test_batch = collate(test, dtype)
+    started = time.perf_counter()
+    for epoch in range(settings.epochs):
+        model.train()
+        order = rng.permutation(len(train))
+        epoch_loss = 0.0
+        for start in range(0, len(train), settings.batch_size):
+            batch = collate([train[i] for i in order[start:start + settings.batch_size]], dtype)
+            optimizer.zero_grad()
+            loss = loss_fn(model, batch)
+            loss.backward()
+            optimizer.step()
+            epoch_loss += float(loss) * len(batch.energy) / len(train)
+        scheduler.step()
+        test_loss = float(loss_fn(model, test_batch, create_graph=False).detach())
+        history.append({"epoch": epoch + 1, "train_loss": epoch_loss, "test_loss": test_loss})
+        if test_loss < best_loss:
+            best_loss, best_state = test_loss, copy.deepcopy(model.state_dict())
+        if progress is not None:
+            progress(epoch + 1, settings.epochs, epoch_loss)
+    model.load_state_dict(best_state)
+    model = model.double()
+    model.eval()
+    metrics = {"train": evaluate(model, train, torch.float64), "test": evaluate(model, test, torch.float64)}
+    metrics["training"] = {"seconds": time.perf_counter() - started, "epochs": float(settings.epochs),
+                           "best_test_loss": best_loss}
+    logger.info("trained %d members on %d configurations (%d held out) in %.0f s; test %s",
+                settings.ensemble_size, len(train), len(test), metrics["training"]["seconds"], metrics["test"])
+    return TrainingResult(model=model, metrics=metrics, history=history, test_samples=list(test),
+                          train_samples=list(train))
