@@ -33,6 +33,9 @@ AtomQuad = tuple[int, int, int, int]
 #: Phases with |k| below this (kJ/mol) are reported as 0 deg (the phase is undefined there).
 _ZERO_K_KJ = 1e-12
 
+#: Phases this close below 360 deg (float noise around 0) are reported as 0 deg.
+_PHASE_SNAP_DEG = 1e-9
+
 
 @dataclass
 class FourierTorsion:
@@ -144,7 +147,7 @@ def fit_fourier(
         a, b = coef[1 + 2 * i], coef[2 + 2 * i]
         k = float(np.hypot(a, b))
         phase = float(np.degrees(np.arctan2(b, a)) % 360.0) if k > _ZERO_K_KJ else 0.0
-        if phase >= 360.0:  # float rounding of a tiny negative angle
+        if 360.0 - phase < _PHASE_SNAP_DEG:  # -1e-14 deg wraps to 359.99999...; report 0
             phase = 0.0
         terms.append((n, phase, k))
     logger.info("fit %s with periodicities %s: RMSE %.4g kJ/mol", types, pers, rmse)

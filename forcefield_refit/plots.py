@@ -1,0 +1,77 @@
+"""Plot a torsion fit: target points and the fitted Fourier series (PNG, matplotlib Agg backend)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from forcefield_refit.exceptions import RefitInputError
+from forcefield_refit.torsions import FourierTorsion
+
+logger = logging.getLogger(__name__)
+
+
+def plot_torsion_fit(
+    path: str | os.PathLike[str],
+    angles_deg: Sequence[float] | np.ndarray,
+    target_kj: Sequence[float] | np.ndarray,
+    fitted: FourierTorsion,
+    title: str = "",
+) -> Path:
+    """Save a PNG of the target profile and the fitted series.
+
+    The fitted curve is shifted by the constant that best aligns it with the targets (the fit's free
+    offset), so both are drawn on the same kJ/mol axis.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        Output PNG.
+    angles_deg : array_like
+        Dihedral angles, ``[K]``, degrees.
+    target_kj : array_like
+        Target energies, ``[K]``, kJ/mol.
+    fitted : FourierTorsion
+        Fitted series.
+    title : str
+        Plot title.
+
+    Returns
+    -------
+    pathlib.Path
+        The written file.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    phi = np.asarray(angles_deg, dtype=float)
+    target = np.asarray(target_kj, dtype=float)
+    if phi.ndim != 1 or phi.shape != target.shape or phi.size == 0:
+        raise RefitInputError(
+            f"angles_deg {phi.shape} and target_kj {target.shape}; allowed: non-empty 1-D arrays of equal "
+            "length. Hint: pass the arrays given to fit_fourier()."
+        )
+    offset = float(np.mean(target - fitted.energy(np.radians(phi))))
+    grid = np.linspace(-180.0, 180.0, 361)
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    try:
+        ax.plot(np.mod(phi + 180.0, 360.0) - 180.0, target, "o", label="target")
+        ax.plot(grid, fitted.energy(np.radians(grid)) + offset, "-", label="fitted series")
+        ax.set_xlabel("dihedral (degrees)")
+        ax.set_ylabel("energy (kJ/mol)")
+        ax.set_xlim(-180, 180)
+        ax.set_title(title or "-".join(fitted.types))
+        ax.legend()
+        fig.tight_layout()
+        out = Path(path)
+        fig.savefig(out, dpi=100)
+    finally:
+        plt.close(fig)
+    logger.info("wrote torsion fit plot to %s", out)
+    return out
