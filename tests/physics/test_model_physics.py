@@ -1,0 +1,168 @@
+"""Physics of the deployed model file: forces, invariances, charges and the embedding identities.
+
+The model is a freshly initialised ensemble exported with save_model and reloaded with plain
+torch.jit.load, so every check holds for the file alone.
+"""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from biomol_nnp.config import ModelSettings
+from biomol_nnp.models.ani import build_ensemble
+from biomol_nnp.models.export import build_metadata, save_model
+
+ATOMIC_NUMBERS = torch.tensor([6, 1, 1, 1, 6, 8, 7, 1, 6, 1])
+NO_BOX = torch.zeros(0, 3, dtype=torch.float64)
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    torch.manual_seed(3)
+    settings = ModelSettings()
+    ensemble = build_ensemble(settings, ensemble_size=3).double()
+    ensemble.self_energies.copy_(torch.tensor([-1500.0, -100000.0, -140000.0, -197000.0]))
+    ensemble.energy_scale.fill_(20.0)
+    metadata = build_metadata(settings.elements, settings.radial_cutoff_nm, settings.embedding_cutoff_nm, 3,
+                              "GFN2-xTB", "test")
+    return save_model(ensemble, tmp_path_factory.mktemp("model") / "model.pt", metadata)
+
+
+@pytest.fixture(scope="module")
+def model(model_file):
+    return torch.jit.load(str(model_file))
+
+
+@pytest.fixture
+def geometry():
+    rng = np.random.default_rng(7)
+    # a compact cloud with no two atoms closer than 0.1 nm
+    points = []
+    while len(points) < len(ATOMIC_NUMBERS):
+        candidate = rng.uniform(0, 0.45, 3)
+        if all(np.linalg.norm(candidate - p) > 0.1 for p in points):
+            points.append(candidate)
+    mm = rng.uniform(-0.5, 1.0, (12, 3))
+    mm = mm[np.min(np.linalg.norm(mm[:, None] - np.array(points)[None], axis=-1), axis=1) > 0.2]
+    charges = rng.normal(0, 0.5, len(mm))
+    return torch.tensor(np.array(points)), torch.tensor(mm), torch.tensor(charges)
+
+
+def energy(model, positions, mm_positions=None, mm_charges=None, box=NO_BOX, numbers=ATOMIC_NUMBERS):
+    if mm_positions is None:
+        mm_positions, mm_charges = torch.zeros(0, 3, dtype=torch.float64), torch.zeros(0, dtype=torch.float64)
+    return model(positions, numbers, torch.tensor(0.0), mm_positions, mm_charges, box)
+
+
+def random_rotation(seed):
+    q, r = np.linalg.qr(np.random.default_rng(seed).normal(size=(3, 3)))
+    q = q * np.sign(np.diag(r))
+    return torch.tensor(q if np.linalg.det(q) > 0 else -q)
+
+
+def test_metadata_inside_file(model_file):
+    extra = {"metadata.json": ""}
+    torch.jit.load(str(model_file), _extra_files=extra)
+    metadata = json.loads(extra["metadata.json"])
+    assert metadata["elements"] == [1, 6, 7, 8]
+    assert metadata["units"]["energy"] == "kJ/mol"
+    assert metadata["ensemble_size"] == 3
+
+
+def test_forces_match_finite_differences(model, geometry):
+    positions, mm_positions, mm_charges = geometry
+    x = positions.clone().requires_grad_(True)
+    y = mm_positions.clone().requires_grad_(True)
+    (grad_x, grad_y) = torch.autograd.grad(energy(model, x, y, mm_charges), (x, y))
+    step = 1e-5
+    for tensor, grad, other in ((positions, grad_x, "region"), (mm_positions, grad_y, "mm")):
+        for atom, axis in [(0, 0), (3, 1), (len(tensor) - 1, 2)]:
+            plus, minus = tensor.clone(), tensor.clone()
+            plus[atom, axis] += step
+            minus[atom, axis] -= step
+            if other == "region":
+                e_plus, e_minus = energy(model, plus, mm_positions, mm_charges), energy(model, minus, mm_positions,
+                                                                                       mm_charges)
+            else:
+                e_plus, e_minus = energy(model, positions, plus, mm_charges), energy(model, positions, minus,
+                                                                                     mm_charges)
+            numeric = float(e_plus - e_minus) / (2 * step)
+            assert numeric == pytest.approx(float(grad[atom, axis]), rel=1e-5, abs=1e-4)
+
+
+def test_rotation_translation_invariance(model, geometry):
+    positions, mm_positions, mm_charges = geometry
+    reference = energy(model, positions, mm_positions, mm_charges)
+    rotation = random_rotation(1)
+    shift = torch.tensor([0.7, -1.3, 2.1], dtype=torch.float64)
+    moved = energy(model, positions @ rotation.T + shift, mm_positions @ rotation.T + shift, mm_charges)
+    assert float(moved) == pytest.approx(float(reference), abs=1e-7)
+
+
+def test_permutation_of_same_elements(model, geometry):
+    positions, _, _ = geometry
+    reference = energy(model, positions)
+    order = torch.arange(len(ATOMIC_NUMBERS))
+    order[[1, 2, 3, 7, 9]] = torch.tensor([9, 7, 1, 3, 2])  # shuffle the hydrogens
+    assert torch.equal(ATOMIC_NUMBERS[order], ATOMIC_NUMBERS)
+    assert float(energy(model, positions[order])) == pytest.approx(float(reference), abs=1e-7)
+
+
+def test_charges_sum_to_total_charge(model, geometry):
+    positions, _, _ = geometry
+    for total in (-1.0, 0.0, 1.0):
+        charges = model.charges(positions, ATOMIC_NUMBERS, torch.tensor(total))
+        assert float(charges.sum()) == pytest.approx(total, abs=1e-10)
+
+
+def test_zero_mm_charges_give_vacuum_energy(model, geometry):
+    positions, mm_positions, mm_charges = geometry
+    vacuum = energy(model, positions)
+    assert float(energy(model, positions, mm_positions, torch.zeros_like(mm_charges))) == pytest.approx(
+        float(vacuum), abs=1e-9)
+    assert float(energy(model, positions, mm_positions, mm_charges)) != pytest.approx(float(vacuum), abs=1e-3)
+
+
+def test_far_charges_do_not_contribute_and_cutoff_is_continuous(model, geometry):
+    positions, _, _ = geometry
+    vacuum = float(energy(model, positions))
+    far = torch.tensor([[3.0, 0.0, 0.0]], dtype=torch.float64) + positions.mean(0)
+    assert float(energy(model, positions, far, torch.tensor([1.0], dtype=torch.float64))) == pytest.approx(vacuum,
+                                                                                                        abs=1e-12)
+    # walk one charge through the switching region: energy changes smoothly to zero
+    distances = np.linspace(0.85, 1.5, 66)
+    values = []
+    for d in distances:
+        point = positions[0] + torch.tensor([d, 0.0, 0.0], dtype=torch.float64)
+        values.append(float(energy(model, positions, point[None], torch.tensor([0.5], dtype=torch.float64))) - vacuum)
+    steps = np.abs(np.diff(values))
+    assert steps.max() < 5 * np.median(steps[steps > 0]) + 1e-9
+
+
+def test_periodic_images_and_box(model, geometry):
+    positions, mm_positions, mm_charges = geometry
+    box = torch.diag(torch.tensor([3.0, 3.2, 3.4], dtype=torch.float64))
+    reference = energy(model, positions, mm_positions, mm_charges, box)
+    shifted = mm_positions + box[1] - box[2]
+    assert float(energy(model, positions, shifted, mm_charges, box)) == pytest.approx(float(reference), abs=1e-8)
+
+
+def test_ensemble_mean_and_spread(model, geometry):
+    positions, mm_positions, mm_charges = geometry
+    args = (positions, ATOMIC_NUMBERS, torch.tensor(0.0), mm_positions, mm_charges, NO_BOX)
+    members = model.ensemble_energies(*args)
+    mean, std = model.ensemble_mean_std(*args)
+    assert members.shape == (3,)
+    assert float(mean) == pytest.approx(float(members.mean()))
+    assert float(std) == pytest.approx(float(members.std(unbiased=False)))
+    assert float(std) > 0
+
+
+def test_size_extensive_beyond_cutoff(model, geometry):
+    positions, _, _ = geometry
+    single = float(energy(model, positions))
+    apart = torch.cat([positions, positions + torch.tensor([5.0, 0.0, 0.0], dtype=torch.float64)])
+    double = float(energy(model, apart, numbers=torch.cat([ATOMIC_NUMBERS, ATOMIC_NUMBERS])))
+    assert double == pytest.approx(2 * single, abs=1e-6)
