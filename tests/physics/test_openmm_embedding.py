@@ -1,0 +1,200 @@
+"""Physics identities of the electrostatic embedding with the analytic toy model (Reference, float64)."""
+
+from __future__ import annotations
+
+import copy
+
+import openmmml  # noqa: F401  (openmm-ml first: it loads our entry points)
+import numpy as np
+import openmm
+import openmm.app as app
+import openmm.unit as u
+import pytest
+import torch
+from openmmml import MLPotential
+
+from biomol_nnp.config import SYSTEMS_DIR
+from biomol_nnp.models.export import load_model
+from tests.toy_models import make_toy_model
+
+SOLVATED_PDB = SYSTEMS_DIR / "alanine_dipeptide" / "solvated.pdb"
+PEPTIDE = ("ACE", "ALA", "NME")
+ML_GROUP = 1
+
+
+@pytest.fixture(scope="module")
+def toy_path(tmp_path_factory):
+    return make_toy_model(tmp_path_factory.mktemp("toy") / "toy.pt")
+
+
+@pytest.fixture(scope="module")
+def solvated():
+    pdb = app.PDBFile(str(SOLVATED_PDB))
+    forcefield = app.ForceField("amber14-all.xml", "amber14/tip3p.xml")
+    system = forcefield.createSystem(pdb.topology, nonbondedMethod=app.PME, nonbondedCutoff=0.9 * u.nanometer,
+                                     constraints=app.HBonds)
+    ml = [a.index for a in pdb.topology.atoms() if a.residue.name in PEPTIDE]
+    return pdb.topology, system, pdb.positions, ml
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """Dipeptide plus its 6 nearest waters, no cutoff and no constraints: a small non-periodic system."""
+    pdb = app.PDBFile(str(SOLVATED_PDB))
+    positions = pdb.getPositions(asNumpy=True).value_in_unit(u.nanometer)
+    peptide = [a.index for a in pdb.topology.atoms() if a.residue.name in PEPTIDE]
+    waters = [r for r in pdb.topology.residues() if r.name == "HOH"]
+
+    def distance(residue):
+        oxygen = next(a.index for a in residue.atoms() if a.element.symbol == "O")
+        return np.min(np.linalg.norm(positions[peptide] - positions[oxygen], axis=1))
+
+    keep = sorted(waters, key=distance)[:6]
+    modeller = app.Modeller(pdb.topology, pdb.positions)
+    modeller.delete([r for r in waters if r not in keep])
+    modeller.topology.setPeriodicBoxVectors(None)
+    forcefield = app.ForceField("amber14-all.xml", "amber14/tip3p.xml")
+    system = forcefield.createSystem(modeller.topology, nonbondedMethod=app.NoCutoff, constraints=None,
+                                     rigidWater=False)
+    ml = [a.index for a in modeller.topology.atoms() if a.residue.name in PEPTIDE]
+    return modeller.topology, system, modeller.positions, ml
+
+
+def energy(system, positions, groups=-1):
+    context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+    context.setPositions(positions)
+    state = context.getState(getEnergy=True, groups=groups)
+    return state.getPotentialEnergy().value_in_unit(u.kilojoule_per_mole)
+
+
+def mixed(toy_path, topology, system, ml, embedding="electrostatic", **kwargs):
+    return MLPotential("biomol-nnp", modelPath=str(toy_path)).createMixedSystem(
+        topology, system, ml, embedding=embedding, forceGroup=ML_GROUP, **kwargs)
+
+
+def nonbonded(system):
+    return next(f for f in system.getForces() if isinstance(f, openmm.NonbondedForce))
+
+
+def model_energy(toy_path, positions, ml, mm_atoms, mm_charges, box=None):
+    module, _ = load_model(toy_path)
+    xyz = torch.tensor(np.asarray(positions.value_in_unit(u.nanometer)), dtype=torch.float64)
+    numbers = torch.tensor([ML_NUMBERS[i] for i in ml])
+    box_t = torch.zeros((0, 3), dtype=torch.float64) if box is None else torch.tensor(box, dtype=torch.float64)
+    return float(module(xyz[ml], numbers, torch.tensor(0.0, dtype=torch.float64), xyz[mm_atoms],
+                        torch.tensor(mm_charges, dtype=torch.float64), box_t))
+
+
+ML_NUMBERS: dict[int, int] = {}
+
+
+@pytest.fixture(autouse=True)
+def _numbers(cluster):
+    topology = cluster[0]
+    ML_NUMBERS.update({a.index: a.element.atomic_number for a in topology.atoms()})
+
+
+def with_charges_zeroed(system, atoms):
+    copied = copy.deepcopy(system)
+    force = nonbonded(copied)
+    for i in atoms:
+        _, sigma, epsilon = force.getParticleParameters(i)
+        force.setParticleParameters(i, 0.0, sigma, epsilon)
+    for k in range(force.getNumExceptions()):
+        i, j, _, sigma, epsilon = force.getExceptionParameters(k)
+        if i in atoms or j in atoms:
+            force.setExceptionParameters(k, i, j, 0.0, sigma, epsilon)
+    return copied
+
+
+def test_all_charges_zero_equals_mechanical(toy_path, cluster):
+    """No charges anywhere: electrostatic == mechanical embedding, and the ML term is the vacuum energy."""
+    topology, system, positions, ml = cluster
+    neutral = with_charges_zeroed(system, range(system.getNumParticles()))
+    electro = mixed(toy_path, topology, neutral, ml, totalCharge=0)
+    mechanical = mixed(toy_path, topology, neutral, ml, embedding="mechanical")
+    assert energy(electro, positions) == pytest.approx(energy(mechanical, positions), abs=1e-8)
+    vacuum = model_energy(toy_path, positions, ml, [], [])
+    assert energy(electro, positions, {ML_GROUP}) == pytest.approx(vacuum, rel=1e-12)
+
+
+def test_embedding_identity_with_charges(toy_path, cluster):
+    """E_mixed = [MM(all) - MM(ML internal) with ML charges zero] + model(R_A; MM charges)."""
+    topology, system, positions, ml = cluster
+    electro = mixed(toy_path, topology, system, ml)
+    mm_part = mixed(toy_path, topology, with_charges_zeroed(system, ml), ml, embedding="mechanical")
+    charges = [nonbonded(system).getParticleParameters(i)[0].value_in_unit(u.elementary_charge)
+               for i in range(system.getNumParticles())]
+    mm_atoms = [i for i in range(system.getNumParticles()) if i not in ml and charges[i] != 0.0]
+    expected_ml = model_energy(toy_path, positions, ml, mm_atoms, [charges[i] for i in mm_atoms])
+    assert energy(electro, positions, {ML_GROUP}) == pytest.approx(expected_ml, rel=1e-12)
+    assert energy(electro, positions, {0}) == pytest.approx(energy(mm_part, positions, {0}), abs=1e-8)
+    # the embedding changes the energy: the region does see the MM charges
+    assert abs(expected_ml - model_energy(toy_path, positions, ml, [], [])) > 1.0
+
+
+def test_forces_match_finite_differences(toy_path, cluster):
+    topology, system, positions, ml = cluster
+    electro = mixed(toy_path, topology, system, ml)
+    context = openmm.Context(electro, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+    x0 = np.array(positions.value_in_unit(u.nanometer))
+    context.setPositions(x0)
+    forces = context.getState(getForces=True, groups={ML_GROUP}).getForces(asNumpy=True).value_in_unit(
+        u.kilojoule_per_mole / u.nanometer)
+    mm_atoms = [i for i in range(len(x0)) if i not in ml]
+    h = 1e-5
+    for atom in (ml[0], ml[7], mm_atoms[0], mm_atoms[4]):
+        for axis in range(3):
+            values = []
+            for sign in (1, -1):
+                x = x0.copy()
+                x[atom, axis] += sign * h
+                context.setPositions(x)
+                values.append(context.getState(getEnergy=True, groups={ML_GROUP}).getPotentialEnergy().value_in_unit(
+                    u.kilojoule_per_mole))
+            numeric = -(values[0] - values[1]) / (2 * h)
+            assert forces[atom, axis] == pytest.approx(numeric, rel=1e-5, abs=1e-4)
+
+
+def test_periodic_translations_leave_energy_unchanged(toy_path, solvated):
+    topology, system, positions, ml = solvated
+    electro = mixed(toy_path, topology, system, ml)
+    context = openmm.Context(electro, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+    x0 = np.array(positions.value_in_unit(u.nanometer))
+    box = np.array(topology.getPeriodicBoxVectors().value_in_unit(u.nanometer))
+
+    def ml_energy(x):
+        context.setPositions(x)
+        return context.getState(getEnergy=True, groups={ML_GROUP}).getPotentialEnergy().value_in_unit(
+            u.kilojoule_per_mole)
+
+    reference = ml_energy(x0)
+    shifted_all = x0 + box[0]
+    shifted_region = x0.copy()
+    shifted_region[ml] += box[1]
+    split_region = x0.copy()
+    split_region[ml[3]] -= box[2]  # one ML atom in another image: the region is made whole
+    for x in (shifted_all, shifted_region, split_region):
+        assert ml_energy(x) == pytest.approx(reference, rel=1e-10, abs=1e-8)
+
+
+def test_lambda_interpolation(toy_path, solvated):
+    topology, system, positions, ml = solvated
+    interpolated = mixed(toy_path, topology, system, ml, interpolate=True)
+    plain = mixed(toy_path, topology, system, ml)
+    context = openmm.Context(interpolated, openmm.VerletIntegrator(0.001),
+                             openmm.Platform.getPlatformByName("Reference"))
+    context.setPositions(positions)
+    assert context.getParameter("lambda_interpolate") == 1.0
+    e1 = context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(u.kilojoule_per_mole)
+    context.setParameter("lambda_interpolate", 0.0)
+    e0 = context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(u.kilojoule_per_mole)
+    assert e1 == pytest.approx(energy(plain, positions), abs=1e-6)
+    assert e0 == pytest.approx(energy(system, positions), abs=1e-6)
+
+
+def test_xml_round_trip_keeps_energy(toy_path, cluster):
+    topology, system, positions, ml = cluster
+    electro = mixed(toy_path, topology, system, ml)
+    clone = openmm.XmlSerializer.deserialize(openmm.XmlSerializer.serialize(electro))
+    assert energy(clone, positions) == pytest.approx(energy(electro, positions), rel=1e-12)
