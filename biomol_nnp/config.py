@@ -93,6 +93,11 @@ class LabelSettings(Settings):
     accuracy: float = Field(1.0, gt=0, description="xtb numerical accuracy (smaller is tighter).")
     max_iterations: int = Field(250, ge=1, description="Maximum SCC iterations.")
     electronic_temperature_k: float = Field(300.0, gt=0, description="Electronic temperature, K.")
+    threads: int = Field(
+        1,
+        ge=1,
+        description="OpenMP/BLAS threads of one xtb calculation (1: parallelism comes from running many).",
+    )
 
 
 class ModelSettings(Settings):
