@@ -99,26 +99,34 @@ class ToyModel(torch.nn.Module):
         return delta
 
     @torch.jit.export
-    def charges(self, positions: torch.Tensor, atomic_numbers: torch.Tensor,
-                total_charge: torch.Tensor) -> torch.Tensor:
+    def charges(
+        self, positions: torch.Tensor, atomic_numbers: torch.Tensor, total_charge: torch.Tensor
+    ) -> torch.Tensor:
         """Per-atom charges ``[N]`` e summing to ``total_charge``."""
         base = self.charge_table[atomic_numbers]
         n = base.shape[0]
         return base + (total_charge.to(torch.float64) - base.sum()) / n
 
-    def _pair_energy(self, positions: torch.Tensor, atomic_numbers: torch.Tensor,
-                     box: torch.Tensor) -> torch.Tensor:
+    def _pair_energy(
+        self, positions: torch.Tensor, atomic_numbers: torch.Tensor, box: torch.Tensor
+    ) -> torch.Tensor:
         n = positions.shape[0]
         index = torch.triu_indices(n, n, 1)
         delta = self._delta(positions, positions, box)[index[0], index[1]]
         r = torch.sqrt((delta * delta).sum(-1))
         eps = self.eps_table[atomic_numbers]
-        pair = eps[index[0]] * eps[index[1]] * torch.exp(-(r / self.width) ** 2) * _switch(r, self.cutoff)
+        pair = eps[index[0]] * eps[index[1]] * torch.exp(-((r / self.width) ** 2)) * _switch(r, self.cutoff)
         return pair.sum()
 
-    def _embedding_energy(self, positions: torch.Tensor, atomic_numbers: torch.Tensor,
-                          total_charge: torch.Tensor, mm_positions: torch.Tensor,
-                          mm_charges: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
+    def _embedding_energy(
+        self,
+        positions: torch.Tensor,
+        atomic_numbers: torch.Tensor,
+        total_charge: torch.Tensor,
+        mm_positions: torch.Tensor,
+        mm_charges: torch.Tensor,
+        box: torch.Tensor,
+    ) -> torch.Tensor:
         if mm_positions.shape[0] == 0:
             return torch.zeros((), dtype=torch.float64)
         q = self.charges(positions, atomic_numbers, total_charge)
@@ -129,9 +137,15 @@ class ToyModel(torch.nn.Module):
         return self.coulomb * (q * potential).sum()
 
     @torch.jit.export
-    def ensemble_energies(self, positions: torch.Tensor, atomic_numbers: torch.Tensor,
-                          total_charge: torch.Tensor, mm_positions: torch.Tensor,
-                          mm_charges: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
+    def ensemble_energies(
+        self,
+        positions: torch.Tensor,
+        atomic_numbers: torch.Tensor,
+        total_charge: torch.Tensor,
+        mm_positions: torch.Tensor,
+        mm_charges: torch.Tensor,
+        box: torch.Tensor,
+    ) -> torch.Tensor:
         """Energy of each ensemble member ``[K]`` kJ/mol."""
         positions = positions.to(torch.float64)
         pair = self._pair_energy(positions, atomic_numbers, box)
@@ -140,18 +154,34 @@ class ToyModel(torch.nn.Module):
         return pair * scale + emb
 
     @torch.jit.export
-    def ensemble_mean_std(self, positions: torch.Tensor, atomic_numbers: torch.Tensor,
-                          total_charge: torch.Tensor, mm_positions: torch.Tensor,
-                          mm_charges: torch.Tensor, box: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def ensemble_mean_std(
+        self,
+        positions: torch.Tensor,
+        atomic_numbers: torch.Tensor,
+        total_charge: torch.Tensor,
+        mm_positions: torch.Tensor,
+        mm_charges: torch.Tensor,
+        box: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Ensemble mean and standard deviation, kJ/mol."""
-        energies = self.ensemble_energies(positions, atomic_numbers, total_charge, mm_positions, mm_charges, box)
+        energies = self.ensemble_energies(
+            positions, atomic_numbers, total_charge, mm_positions, mm_charges, box
+        )
         return energies.mean(), energies.std(unbiased=False)
 
-    def forward(self, positions: torch.Tensor, atomic_numbers: torch.Tensor, total_charge: torch.Tensor,
-                mm_positions: torch.Tensor, mm_charges: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        positions: torch.Tensor,
+        atomic_numbers: torch.Tensor,
+        total_charge: torch.Tensor,
+        mm_positions: torch.Tensor,
+        mm_charges: torch.Tensor,
+        box: torch.Tensor,
+    ) -> torch.Tensor:
         """Ensemble-mean energy ``[]`` kJ/mol."""
-        return self.ensemble_energies(positions, atomic_numbers, total_charge, mm_positions, mm_charges,
-                                      box).mean()
+        return self.ensemble_energies(
+            positions, atomic_numbers, total_charge, mm_positions, mm_charges, box
+        ).mean()
 
 
 def make_toy_model(path: str | os.PathLike, elements: list[int] | None = None, **kwargs: float) -> Path:
@@ -181,9 +211,18 @@ def make_toy_model(path: str | os.PathLike, elements: list[int] | None = None, *
     return save_model(torch.jit.script(model), path, metadata)
 
 
-def toy_energy_reference(positions, atomic_numbers, total_charge, mm_positions, mm_charges,
-                         cutoff_nm: float = 0.5, embedding_cutoff_nm: float = 1.0, width_nm: float = 0.15,
-                         damping_nm: float = 0.03, ensemble_size: int = 3) -> float:
+def toy_energy_reference(
+    positions,
+    atomic_numbers,
+    total_charge,
+    mm_positions,
+    mm_charges,
+    cutoff_nm: float = 0.5,
+    embedding_cutoff_nm: float = 1.0,
+    width_nm: float = 0.15,
+    damping_nm: float = 0.03,
+    ensemble_size: int = 3,
+) -> float:
     """Plain-Python (no torch, no PBC) evaluation of the toy energy, kJ/mol, for cross-checks."""
     n = len(positions)
     q0 = [TOY_CHARGES[int(z)] for z in atomic_numbers]

@@ -85,17 +85,23 @@ class ModelForceCallback:
         if len(ml_atoms) == 0:
             raise InputError("ml_atoms is empty; give the indices of at least one ML region atom")
         if len(atomic_numbers) != len(ml_atoms):
-            raise InputError(f"atomic_numbers has {len(atomic_numbers)} entries but ml_atoms has "
-                             f"{len(ml_atoms)}; give one atomic number per ML atom")
+            raise InputError(
+                f"atomic_numbers has {len(atomic_numbers)} entries but ml_atoms has "
+                f"{len(ml_atoms)}; give one atomic number per ML atom"
+            )
         if len(mm_charges) != len(mm_atoms):
-            raise InputError(f"mm_charges has {len(mm_charges)} entries but mm_atoms has {len(mm_atoms)}; "
-                             "give one charge per MM atom")
+            raise InputError(
+                f"mm_charges has {len(mm_charges)} entries but mm_atoms has {len(mm_atoms)}; "
+                "give one charge per MM atom"
+            )
         if torch_threads < 1:
             raise InputError(f"torch_threads={torch_threads} is not allowed; give an integer >= 1")
         overlap = set(ml_atoms) & set(mm_atoms)
         if overlap:
-            raise InputError(f"atoms {sorted(overlap)[:10]} are both ML atoms and MM charges; "
-                             "an atom belongs to one region only")
+            raise InputError(
+                f"atoms {sorted(overlap)[:10]} are both ML atoms and MM charges; "
+                "an atom belongs to one region only"
+            )
         self.model_path = str(Path(model_path).resolve())
         self.ml_atoms = [int(i) for i in ml_atoms]
         self.atomic_numbers = [int(z) for z in atomic_numbers]
@@ -131,8 +137,12 @@ class ModelForceCallback:
             "mm_charges": torch.tensor(self.mm_charges, dtype=torch.float64),
             "no_box": torch.zeros((0, 3), dtype=torch.float64),
         }
-        logger.debug("loaded %s for %d ML atoms and %d MM charges", self.model_path, len(self.ml_atoms),
-                     len(self.mm_atoms))
+        logger.debug(
+            "loaded %s for %d ML atoms and %d MM charges",
+            self.model_path,
+            len(self.ml_atoms),
+            len(self.mm_atoms),
+        )
 
     def compute(self, positions_nm: np.ndarray, box_nm: np.ndarray | None) -> tuple[float, np.ndarray]:
         """Energy and forces for the particles of :meth:`particles`.
@@ -168,17 +178,24 @@ class ModelForceCallback:
             torch.set_num_threads(self.torch_threads)
         try:
             all_positions = torch.from_numpy(positions).requires_grad_(True)
-            energy = self._module(all_positions[:n_ml], self._tensors["atomic_numbers"],
-                                  self._tensors["total_charge"], all_positions[n_ml:],
-                                  self._tensors["mm_charges"], box)
+            energy = self._module(
+                all_positions[:n_ml],
+                self._tensors["atomic_numbers"],
+                self._tensors["total_charge"],
+                all_positions[n_ml:],
+                self._tensors["mm_charges"],
+                box,
+            )
             (gradient,) = torch.autograd.grad(energy, all_positions, allow_unused=True)
         finally:
             if previous_threads != self.torch_threads:
                 torch.set_num_threads(previous_threads)
         value = float(energy.detach())
         if not np.isfinite(value):
-            raise SimulationError(f"the model {self.model_path!r} returned energy {value} for the ML region; "
-                                  "the structure has probably exploded: lower the time step or minimise first")
+            raise SimulationError(
+                f"the model {self.model_path!r} returned energy {value} for the ML region; "
+                "the structure has probably exploded: lower the time step or minimise first"
+            )
         forces = np.zeros_like(positions) if gradient is None else -gradient.detach().numpy()
         return value, forces
 
@@ -196,7 +213,9 @@ def _minimum_image(delta: np.ndarray, box: np.ndarray) -> np.ndarray:
     return delta - np.outer(np.round(delta[:, 0] / box[0, 0]), box[0])
 
 
-def make_force(callback: ModelForceCallback, force_group: int = 0, name: str = "BiomolNNP") -> openmm.PythonForce:
+def make_force(
+    callback: ModelForceCallback, force_group: int = 0, name: str = "BiomolNNP"
+) -> openmm.PythonForce:
     """An ``openmm.PythonForce`` running ``callback`` on its particles, in ``force_group``."""
     force = openmm.PythonForce(callback)
     force.setParticles(callback.particles())
@@ -223,7 +242,9 @@ def create_force(
 
     Parameters
     ----------
-    model_path, ml_atoms, atomic_numbers, total_charge, mm_atoms, mm_charges, periodic, torch_threads, embedding
+    model_path, ml_atoms, atomic_numbers, total_charge, mm_atoms, mm_charges, periodic
+        As for :class:`ModelForceCallback`.
+    torch_threads, embedding
         As for :class:`ModelForceCallback` (charges in e, positions in nm, energies in kJ/mol).
         MM atoms with zero charge are dropped.
     force_group : int
@@ -242,9 +263,12 @@ def create_force(
     >>> force = create_force("model.pt", [0, 1, 2], [8, 1, 1], 0.0, periodic=False)  # doctest: +SKIP
     """
     if backend == "torch":
-        raise InputError("backend='torch' (openmm-torch TorchForce) is not usable with this torch build: the "
-                         "openmm-torch wheel is ABI-incompatible with torch " + torch.__version__ +
-                         "; use backend='python' (openmm.PythonForce)")
+        raise InputError(
+            "backend='torch' (openmm-torch TorchForce) is not usable with this torch build: the "
+            "openmm-torch wheel is ABI-incompatible with torch "
+            + torch.__version__
+            + "; use backend='python' (openmm.PythonForce)"
+        )
     if backend != "python":
         raise InputError(f"backend={backend!r} is not known; choose one of {list(BACKENDS)}")
     kept = [(int(i), float(q)) for i, q in zip(mm_atoms, mm_charges, strict=True) if float(q) != 0.0]

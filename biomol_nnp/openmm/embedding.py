@@ -60,13 +60,17 @@ def _original_charges(system: openmm.System) -> list[float] | None:
     """Per-particle charges (e) of the System's single NonbondedForce, or None without one."""
     forces = [force for force in system.getForces() if isinstance(force, openmm.NonbondedForce)]
     if len(forces) > 1:
-        raise InputError(f"the System has {len(forces)} NonbondedForce objects; electrostatic embedding needs "
-                         "exactly one (merge them before creating the mixed System)")
+        raise InputError(
+            f"the System has {len(forces)} NonbondedForce objects; electrostatic embedding needs "
+            "exactly one (merge them before creating the mixed System)"
+        )
     if not forces:
         return None
     force = forces[0]
-    return [force.getParticleParameters(i)[0].value_in_unit(u.elementary_charge)
-            for i in range(force.getNumParticles())]
+    return [
+        force.getParticleParameters(i)[0].value_in_unit(u.elementary_charge)
+        for i in range(force.getNumParticles())
+    ]
 
 
 def _check_link_bonds(topology: openmm.app.Topology, atoms: list[int]) -> None:
@@ -80,10 +84,12 @@ def _check_link_bonds(topology: openmm.app.Topology, atoms: list[int]) -> None:
         return f"{atom.residue.name}{atom.residue.id}:{atom.name}({i})"
 
     shown = ", ".join(f"{label(a)}-{label(b)}" for a, b in links[:5])
-    raise InputError(f"the ML region cuts through {len(links)} covalent bonds ({shown}"
-                     f"{', ...' if len(links) > 5 else ''}); cuts through covalent bonds need link atoms: not yet "
-                     "supported by the electrostatic embedding; choose whole molecules (whole residues of "
-                     "separate molecules, or the whole peptide)")
+    raise InputError(
+        f"the ML region cuts through {len(links)} covalent bonds ({shown}"
+        f"{', ...' if len(links) > 5 else ''}); cuts through covalent bonds need link atoms: not yet "
+        "supported by the electrostatic embedding; choose whole molecules (whole residues of "
+        "separate molecules, or the whole peptide)"
+    )
 
 
 def _zero_region_electrostatics(system: openmm.System, atoms: list[int]) -> None:
@@ -128,20 +134,28 @@ class ElectrostaticEmbedding(Embedding):
         **args: Any,
     ) -> openmm.System | dict[str, Any]:
         if not isinstance(potential, BiomolNNPPotentialImpl):
-            raise InputError(f"embedding='electrostatic' got a {type(potential).__name__}: electrostatic embedding "
-                             "needs a model that predicts charges; use MLPotential('biomol-nnp', modelPath=...) "
-                             "or embedding='mechanical' for other potentials")
+            raise InputError(
+                f"embedding='electrostatic' got a {type(potential).__name__}: electrostatic embedding "
+                "needs a model that predicts charges; use MLPotential('biomol-nnp', modelPath=...) "
+                "or embedding='mechanical' for other potentials"
+            )
         unknown = sorted(set(args) - set(KNOWN_ARGS))
         if unknown:
-            raise InputError(f"createMixedSystem(embedding='electrostatic') got unknown arguments {unknown}; "
-                             f"allowed: {list(KNOWN_ARGS)}")
+            raise InputError(
+                f"createMixedSystem(embedding='electrostatic') got unknown arguments {unknown}; "
+                f"allowed: {list(KNOWN_ARGS)}"
+            )
         if args.get("linkAtomDistances"):
-            raise InputError("linkAtomDistances was given, but link atoms are not yet supported by the "
-                             "electrostatic embedding; choose whole molecules")
+            raise InputError(
+                "linkAtomDistances was given, but link atoms are not yet supported by the "
+                "electrostatic embedding; choose whole molecules"
+            )
         atoms = [int(i) for i in atoms]
         if len(set(atoms)) != len(atoms) or not atoms:
-            raise InputError(f"atoms must be a nonempty list of distinct indices, got {len(atoms)} entries with "
-                             f"{len(set(atoms))} distinct")
+            raise InputError(
+                f"atoms must be a nonempty list of distinct indices, got {len(atoms)} entries with "
+                f"{len(set(atoms))} distinct"
+            )
         _check_link_bonds(topology, atoms)
         periodic = system.usesPeriodicBoundaryConditions()
 
@@ -150,15 +164,21 @@ class ElectrostaticEmbedding(Embedding):
         mm_atoms = [i for i, q in enumerate(charges) if i not in atom_set and q != 0.0]
         mm_charges = [charges[i] for i in mm_atoms]
         region_charge = sum(charges[i] for i in atoms)
-        total_charge = float(args["totalCharge"]) if args.get("totalCharge") is not None else float(
-            round(region_charge))
+        total_charge = (
+            float(args["totalCharge"]) if args.get("totalCharge") is not None else float(round(region_charge))
+        )
         if not math.isclose(region_charge, total_charge, abs_tol=1e-3):
-            logger.warning("ML region MM charges sum to %.4f e but the region's total charge is %g e",
-                           region_charge, total_charge)
+            logger.warning(
+                "ML region MM charges sum to %.4f e but the region's total charge is %g e",
+                region_charge,
+                total_charge,
+            )
 
         new_system = utilities.removeBonds(system, topology, atoms, True)
         _zero_region_electrostatics(new_system, atoms)
-        force = potential.make_force(topology, atoms, total_charge, mm_atoms, mm_charges, periodic, forceGroup)
+        force = potential.make_force(
+            topology, atoms, total_charge, mm_atoms, mm_charges, periodic, forceGroup
+        )
 
         if interpolate:
             helper = utilities.InterpolationHelper()
@@ -168,10 +188,18 @@ class ElectrostaticEmbedding(Embedding):
             helper.setupInterpolation(new_system)
         else:
             new_system.addForce(force)
-        logger.info("electrostatic embedding: %d ML atoms (total charge %g e) see %d MM charges%s", len(atoms),
-                    total_charge, len(mm_atoms), " (periodic)" if periodic else "")
+        logger.info(
+            "electrostatic embedding: %d ML atoms (total charge %g e) see %d MM charges%s",
+            len(atoms),
+            total_charge,
+            len(mm_atoms),
+            " (periodic)" if periodic else "",
+        )
 
         if returnInfo:
-            return dict(system=new_system, topology=copy.deepcopy(topology),
-                        oldToNew=list(range(topology.getNumAtoms())))
+            return dict(
+                system=new_system,
+                topology=copy.deepcopy(topology),
+                oldToNew=list(range(topology.getNumAtoms())),
+            )
         return new_system

@@ -40,11 +40,16 @@ class BiomolNNPPotentialImplFactory(MLPotentialImplFactory):
     def createImpl(self, name: str, **args: Any) -> BiomolNNPPotentialImpl:
         unknown = sorted(set(args) - set(KNOWN_ARGS))
         if unknown:
-            raise InputError(f"MLPotential({name!r}) got unknown arguments {unknown}; allowed: {list(KNOWN_ARGS)}")
+            raise InputError(
+                f"MLPotential({name!r}) got unknown arguments {unknown}; allowed: {list(KNOWN_ARGS)}"
+            )
         if "modelPath" not in args:
             raise InputError(f"MLPotential({name!r}) needs modelPath=, the path of a deployed model.pt")
-        return BiomolNNPPotentialImpl(args["modelPath"], torch_threads=args.get("torchThreads", 1),
-                                      backend=args.get("backend", "python"))
+        return BiomolNNPPotentialImpl(
+            args["modelPath"],
+            torch_threads=args.get("torchThreads", 1),
+            backend=args.get("backend", "python"),
+        )
 
 
 class BiomolNNPPotentialImpl(MLPotentialImpl):
@@ -68,7 +73,9 @@ class BiomolNNPPotentialImpl(MLPotentialImpl):
     [1, 6, 7, 8]
     """
 
-    def __init__(self, model_path: str | os.PathLike, torch_threads: int = 1, backend: str = "python") -> None:
+    def __init__(
+        self, model_path: str | os.PathLike, torch_threads: int = 1, backend: str = "python"
+    ) -> None:
         self.model_path = Path(model_path).resolve()
         _, self.metadata = load_model(self.model_path)
         self.torch_threads = int(torch_threads)
@@ -81,22 +88,47 @@ class BiomolNNPPotentialImpl(MLPotentialImpl):
         for index in atoms:
             element = topology_atoms[index].element
             if element is None:
-                raise ModelFileError(f"ML atom {index} ({topology_atoms[index].name}) has no element (a virtual "
-                                     "site or extra particle); remove it from the ML region")
+                raise ModelFileError(
+                    f"ML atom {index} ({topology_atoms[index].name}) has no element (a virtual "
+                    "site or extra particle); remove it from the ML region"
+                )
             numbers.append(int(element.atomic_number))
         check_elements(self.metadata, numbers)
         return numbers
 
-    def make_force(self, topology: openmm.app.Topology, atoms: list[int], total_charge: float,
-                   mm_atoms: list[int], mm_charges: list[float], periodic: bool, force_group: int) -> openmm.Force:
+    def make_force(
+        self,
+        topology: openmm.app.Topology,
+        atoms: list[int],
+        total_charge: float,
+        mm_atoms: list[int],
+        mm_charges: list[float],
+        periodic: bool,
+        force_group: int,
+    ) -> openmm.Force:
         """The force evaluating the model on ``atoms`` with MM charges ``mm_charges`` (e) on ``mm_atoms``."""
-        return create_force(self.model_path, atoms, self.region_atomic_numbers(topology, atoms), total_charge,
-                            mm_atoms=mm_atoms, mm_charges=mm_charges, periodic=periodic,
-                            torch_threads=self.torch_threads, embedding=bool(mm_atoms), force_group=force_group,
-                            backend=self.backend)
+        return create_force(
+            self.model_path,
+            atoms,
+            self.region_atomic_numbers(topology, atoms),
+            total_charge,
+            mm_atoms=mm_atoms,
+            mm_charges=mm_charges,
+            periodic=periodic,
+            torch_threads=self.torch_threads,
+            embedding=bool(mm_atoms),
+            force_group=force_group,
+            backend=self.backend,
+        )
 
-    def addForces(self, topology: openmm.app.Topology, system: openmm.System, atoms: Iterable[int] | None,
-                  forceGroup: int, **args: Any) -> None:
+    def addForces(
+        self,
+        topology: openmm.app.Topology,
+        system: openmm.System,
+        atoms: Iterable[int] | None,
+        forceGroup: int,
+        **args: Any,
+    ) -> None:
         """Add the vacuum NNP energy of ``atoms`` (all atoms if None) to ``system``.
 
         ``args`` may hold ``totalCharge`` (e, default 0); other openmm-ml arguments are ignored.
@@ -108,8 +140,9 @@ class BiomolNNPPotentialImpl(MLPotentialImpl):
         periodic = system.usesPeriodicBoundaryConditions() or topology.getPeriodicBoxVectors() is not None
         force = self.make_force(topology, atom_list, total_charge, [], [], periodic, forceGroup)
         system.addForce(force)
-        logger.info("added biomol-nnp vacuum potential for %d atoms (total charge %g e)", len(atom_list),
-                    total_charge)
+        logger.info(
+            "added biomol-nnp vacuum potential for %d atoms (total charge %g e)", len(atom_list), total_charge
+        )
 
     def getMLLongRange(self) -> bool:
         """The model is local (finite cutoffs): no long-range ML interactions."""

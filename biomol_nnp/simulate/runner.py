@@ -72,8 +72,10 @@ class RunResult:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dictionary (paths as strings)."""
-        return {key: str(value) if isinstance(value, Path) else value
-                for key, value in dataclasses.asdict(self).items()}
+        return {
+            key: str(value) if isinstance(value, Path) else value
+            for key, value in dataclasses.asdict(self).items()
+        }
 
 
 def region_atoms(topology: app.Topology, residue_names: list[str]) -> list[int]:
@@ -82,8 +84,9 @@ def region_atoms(topology: app.Topology, residue_names: list[str]) -> list[int]:
     atoms = [atom.index for atom in topology.atoms() if atom.residue.name in names]
     if not atoms:
         present = sorted({residue.name for residue in topology.residues()})
-        raise InputError(f"region_residues={sorted(names)} matches no residue; the structure has residues "
-                         f"{present[:20]}")
+        raise InputError(
+            f"region_residues={sorted(names)} matches no residue; the structure has residues {present[:20]}"
+        )
     return atoms
 
 
@@ -102,11 +105,17 @@ def build_mm_system(system_settings: SystemSettings) -> tuple[app.Topology, open
         raise InputError(f"solvated_pdb {str(path)!r} does not exist; give the path of a solvated PDB file")
     pdb = app.PDBFile(str(path))
     if pdb.topology.getPeriodicBoxVectors() is None:
-        raise InputError(f"{str(path)!r} has no periodic box (CRYST1 record); PME needs one: solvate it first")
+        raise InputError(
+            f"{str(path)!r} has no periodic box (CRYST1 record); PME needs one: solvate it first"
+        )
     forcefield = app.ForceField(*system_settings.forcefield)
-    system = forcefield.createSystem(pdb.topology, nonbondedMethod=app.PME,
-                                     nonbondedCutoff=system_settings.nonbonded_cutoff_nm * u.nanometer,
-                                     constraints=app.HBonds, rigidWater=True)
+    system = forcefield.createSystem(
+        pdb.topology,
+        nonbondedMethod=app.PME,
+        nonbondedCutoff=system_settings.nonbonded_cutoff_nm * u.nanometer,
+        constraints=app.HBonds,
+        rigidWater=True,
+    )
     return pdb.topology, system, pdb.positions
 
 
@@ -135,12 +144,19 @@ def build_mixed_system(
 
     topology, mm_system, positions = build_mm_system(system_settings)
     ml_atoms = region_atoms(topology, system_settings.region_residues)
-    potential = MLPotential("biomol-nnp", modelPath=str(simulation.model_path),
-                            torchThreads=simulation.torch_threads)
-    mixed = cast(openmm.System, potential.createMixedSystem(topology, mm_system, ml_atoms,
-                                                            embedding=simulation.embedding))
-    logger.info("mixed System: %d atoms, %d in the ML region, %s embedding", mixed.getNumParticles(),
-                len(ml_atoms), simulation.embedding)
+    potential = MLPotential(
+        "biomol-nnp", modelPath=str(simulation.model_path), torchThreads=simulation.torch_threads
+    )
+    mixed = cast(
+        openmm.System,
+        potential.createMixedSystem(topology, mm_system, ml_atoms, embedding=simulation.embedding),
+    )
+    logger.info(
+        "mixed System: %d atoms, %d in the ML region, %s embedding",
+        mixed.getNumParticles(),
+        len(ml_atoms),
+        simulation.embedding,
+    )
     return topology, mm_system, mixed, ml_atoms, positions
 
 
@@ -151,11 +167,21 @@ def _platform(name: str, threads: int) -> tuple[openmm.Platform, dict[str, str]]
     return openmm.Platform.getPlatformByName(name), properties
 
 
-def _simulation(topology: app.Topology, system: openmm.System, positions: Any, timestep_fs: float,
-                temperature_k: float, friction_per_ps: float, seed: int, platform: str, threads: int,
-                minimize_iterations: int) -> app.Simulation:
-    integrator = openmm.LangevinMiddleIntegrator(temperature_k * u.kelvin, friction_per_ps / u.picosecond,
-                                                 timestep_fs * u.femtosecond)
+def _simulation(
+    topology: app.Topology,
+    system: openmm.System,
+    positions: Any,
+    timestep_fs: float,
+    temperature_k: float,
+    friction_per_ps: float,
+    seed: int,
+    platform: str,
+    threads: int,
+    minimize_iterations: int,
+) -> app.Simulation:
+    integrator = openmm.LangevinMiddleIntegrator(
+        temperature_k * u.kelvin, friction_per_ps / u.picosecond, timestep_fs * u.femtosecond
+    )
     integrator.setRandomNumberSeed(seed)
     plat, properties = _platform(platform, threads)
     simulation = app.Simulation(topology, system, integrator, plat, properties)
@@ -172,7 +198,9 @@ def _timed_steps(simulation: app.Simulation, steps: int, timestep_fs: float) -> 
     try:
         simulation.step(steps)
     except ValueError as err:  # StateDataReporter raises ValueError on NaN energies
-        raise SimulationError(f"the simulation stopped: {err}; lower the time step or minimise longer") from err
+        raise SimulationError(
+            f"the simulation stopped: {err}; lower the time step or minimise longer"
+        ) from err
     seconds = time.perf_counter() - start
     return seconds, steps * timestep_fs * 1e-6 / seconds * 86400.0
 
@@ -219,8 +247,18 @@ def benchmark_ns_per_day(
     """
     if steps < 1:
         raise InputError(f"steps={steps} is not allowed; give at least 1 timed step")
-    simulation = _simulation(topology, system, positions, timestep_fs, temperature_k, friction_per_ps, seed,
-                             platform, threads, minimize_iterations)
+    simulation = _simulation(
+        topology,
+        system,
+        positions,
+        timestep_fs,
+        temperature_k,
+        friction_per_ps,
+        seed,
+        platform,
+        threads,
+        minimize_iterations,
+    )
     if warmup_steps > 0:
         simulation.step(warmup_steps)
     _, ns_per_day = _timed_steps(simulation, steps, timestep_fs)
@@ -297,13 +335,33 @@ def run_md(
     output = Path(output_dir)
     output.mkdir(parents=True, exist_ok=True)
     topology, mm_system, mixed, ml_atoms, positions = build_mixed_system(system_settings, simulation)
-    sim = _simulation(topology, mixed, positions, simulation.timestep_fs, simulation.temperature_k,
-                      simulation.friction_per_ps, simulation.seed, platform, threads, minimize_iterations)
+    sim = _simulation(
+        topology,
+        mixed,
+        positions,
+        simulation.timestep_fs,
+        simulation.temperature_k,
+        simulation.friction_per_ps,
+        simulation.seed,
+        platform,
+        threads,
+        minimize_iterations,
+    )
     interval = simulation.report_interval
     trajectory, log = output / TRAJECTORY_FILE, output / LOG_FILE
     sim.reporters.append(app.DCDReporter(str(trajectory), interval))
-    sim.reporters.append(app.StateDataReporter(str(log), interval, step=True, time=True, potentialEnergy=True,
-                                               temperature=True, speed=True, separator=","))
+    sim.reporters.append(
+        app.StateDataReporter(
+            str(log),
+            interval,
+            step=True,
+            time=True,
+            potentialEnergy=True,
+            temperature=True,
+            speed=True,
+            separator=",",
+        )
+    )
     bar = _ProgressReporter(simulation.steps, interval) if progress else None
     if bar is not None:
         sim.reporters.append(bar)
@@ -319,19 +377,43 @@ def run_md(
         sim.reporters.clear()
     energy = sim.context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(u.kilojoule_per_mole)
     if not math.isfinite(energy):
-        raise SimulationError(f"the potential energy is {energy} after {simulation.steps} steps; lower the time "
-                              "step or minimise longer")
+        raise SimulationError(
+            f"the potential energy is {energy} after {simulation.steps} steps; lower the time "
+            "step or minimise longer"
+        )
     mm_speed = None
     if mm_benchmark_steps > 0:
-        mm_speed = benchmark_ns_per_day(mm_system, topology, positions, mm_benchmark_steps,
-                                        timestep_fs=simulation.timestep_fs, temperature_k=simulation.temperature_k,
-                                        friction_per_ps=simulation.friction_per_ps, platform=platform,
-                                        threads=threads, warmup_steps=0, minimize_iterations=minimize_iterations,
-                                        seed=simulation.seed)
-    result = RunResult(trajectory=trajectory, log=log, steps=simulation.steps, timestep_fs=simulation.timestep_fs,
-                       wall_seconds=seconds, ns_per_day=ns_per_day, final_potential_kj_mol=energy,
-                       n_ml_atoms=len(ml_atoms), mm_ns_per_day=mm_speed)
+        mm_speed = benchmark_ns_per_day(
+            mm_system,
+            topology,
+            positions,
+            mm_benchmark_steps,
+            timestep_fs=simulation.timestep_fs,
+            temperature_k=simulation.temperature_k,
+            friction_per_ps=simulation.friction_per_ps,
+            platform=platform,
+            threads=threads,
+            warmup_steps=0,
+            minimize_iterations=minimize_iterations,
+            seed=simulation.seed,
+        )
+    result = RunResult(
+        trajectory=trajectory,
+        log=log,
+        steps=simulation.steps,
+        timestep_fs=simulation.timestep_fs,
+        wall_seconds=seconds,
+        ns_per_day=ns_per_day,
+        final_potential_kj_mol=energy,
+        n_ml_atoms=len(ml_atoms),
+        mm_ns_per_day=mm_speed,
+    )
     write_json_atomic(output / SUMMARY_FILE, result.to_dict())
-    logger.info("NNP/MM MD: %d steps in %.2f s, %.3g ns/day%s", simulation.steps, seconds, ns_per_day,
-                f" (pure MM {mm_speed:.3g} ns/day)" if mm_speed else "")
+    logger.info(
+        "NNP/MM MD: %d steps in %.2f s, %.3g ns/day%s",
+        simulation.steps,
+        seconds,
+        ns_per_day,
+        f" (pure MM {mm_speed:.3g} ns/day)" if mm_speed else "",
+    )
     return result

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import copy
 
-import openmmml  # noqa: F401  (openmm-ml first: it loads our entry points)
 import numpy as np
 import openmm
 import openmm.app as app
 import openmm.unit as u
+import openmmml  # noqa: F401  (openmm-ml first: it loads our entry points)
 import pytest
 import torch
 from openmmml import MLPotential
@@ -31,8 +31,9 @@ def toy_path(tmp_path_factory):
 def solvated():
     pdb = app.PDBFile(str(SOLVATED_PDB))
     forcefield = app.ForceField("amber14-all.xml", "amber14/tip3p.xml")
-    system = forcefield.createSystem(pdb.topology, nonbondedMethod=app.PME, nonbondedCutoff=0.9 * u.nanometer,
-                                     constraints=app.HBonds)
+    system = forcefield.createSystem(
+        pdb.topology, nonbondedMethod=app.PME, nonbondedCutoff=0.9 * u.nanometer, constraints=app.HBonds
+    )
     ml = [a.index for a in pdb.topology.atoms() if a.residue.name in PEPTIDE]
     return pdb.topology, system, pdb.positions, ml
 
@@ -54,14 +55,17 @@ def cluster():
     modeller.delete([r for r in waters if r not in keep])
     modeller.topology.setPeriodicBoxVectors(None)
     forcefield = app.ForceField("amber14-all.xml", "amber14/tip3p.xml")
-    system = forcefield.createSystem(modeller.topology, nonbondedMethod=app.NoCutoff, constraints=None,
-                                     rigidWater=False)
+    system = forcefield.createSystem(
+        modeller.topology, nonbondedMethod=app.NoCutoff, constraints=None, rigidWater=False
+    )
     ml = [a.index for a in modeller.topology.atoms() if a.residue.name in PEPTIDE]
     return modeller.topology, system, modeller.positions, ml
 
 
 def energy(system, positions, groups=-1):
-    context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+    context = openmm.Context(
+        system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference")
+    )
     context.setPositions(positions)
     state = context.getState(getEnergy=True, groups=groups)
     return state.getPotentialEnergy().value_in_unit(u.kilojoule_per_mole)
@@ -69,29 +73,29 @@ def energy(system, positions, groups=-1):
 
 def mixed(toy_path, topology, system, ml, embedding="electrostatic", **kwargs):
     return MLPotential("biomol-nnp", modelPath=str(toy_path)).createMixedSystem(
-        topology, system, ml, embedding=embedding, forceGroup=ML_GROUP, **kwargs)
+        topology, system, ml, embedding=embedding, forceGroup=ML_GROUP, **kwargs
+    )
 
 
 def nonbonded(system):
     return next(f for f in system.getForces() if isinstance(f, openmm.NonbondedForce))
 
 
-def model_energy(toy_path, positions, ml, mm_atoms, mm_charges, box=None):
+def model_energy(toy_path, topology, positions, ml, mm_atoms, mm_charges):
+    """The toy model's energy straight from the model file (no OpenMM), kJ/mol."""
     module, _ = load_model(toy_path)
     xyz = torch.tensor(np.asarray(positions.value_in_unit(u.nanometer)), dtype=torch.float64)
-    numbers = torch.tensor([ML_NUMBERS[i] for i in ml])
-    box_t = torch.zeros((0, 3), dtype=torch.float64) if box is None else torch.tensor(box, dtype=torch.float64)
-    return float(module(xyz[ml], numbers, torch.tensor(0.0, dtype=torch.float64), xyz[mm_atoms],
-                        torch.tensor(mm_charges, dtype=torch.float64), box_t))
-
-
-ML_NUMBERS: dict[int, int] = {}
-
-
-@pytest.fixture(autouse=True)
-def _numbers(cluster):
-    topology = cluster[0]
-    ML_NUMBERS.update({a.index: a.element.atomic_number for a in topology.atoms()})
+    numbers = [atom.element.atomic_number for atom in topology.atoms()]
+    return float(
+        module(
+            xyz[ml],
+            torch.tensor([numbers[i] for i in ml]),
+            torch.tensor(0.0, dtype=torch.float64),
+            xyz[mm_atoms],
+            torch.tensor(mm_charges, dtype=torch.float64),
+            torch.zeros((0, 3), dtype=torch.float64),
+        )
+    )
 
 
 def with_charges_zeroed(system, atoms):
@@ -114,7 +118,7 @@ def test_all_charges_zero_equals_mechanical(toy_path, cluster):
     electro = mixed(toy_path, topology, neutral, ml, totalCharge=0)
     mechanical = mixed(toy_path, topology, neutral, ml, embedding="mechanical")
     assert energy(electro, positions) == pytest.approx(energy(mechanical, positions), abs=1e-8)
-    vacuum = model_energy(toy_path, positions, ml, [], [])
+    vacuum = model_energy(toy_path, topology, positions, ml, [], [])
     assert energy(electro, positions, {ML_GROUP}) == pytest.approx(vacuum, rel=1e-12)
 
 
@@ -123,24 +127,31 @@ def test_embedding_identity_with_charges(toy_path, cluster):
     topology, system, positions, ml = cluster
     electro = mixed(toy_path, topology, system, ml)
     mm_part = mixed(toy_path, topology, with_charges_zeroed(system, ml), ml, embedding="mechanical")
-    charges = [nonbonded(system).getParticleParameters(i)[0].value_in_unit(u.elementary_charge)
-               for i in range(system.getNumParticles())]
+    charges = [
+        nonbonded(system).getParticleParameters(i)[0].value_in_unit(u.elementary_charge)
+        for i in range(system.getNumParticles())
+    ]
     mm_atoms = [i for i in range(system.getNumParticles()) if i not in ml and charges[i] != 0.0]
-    expected_ml = model_energy(toy_path, positions, ml, mm_atoms, [charges[i] for i in mm_atoms])
+    expected_ml = model_energy(toy_path, topology, positions, ml, mm_atoms, [charges[i] for i in mm_atoms])
     assert energy(electro, positions, {ML_GROUP}) == pytest.approx(expected_ml, rel=1e-12)
     assert energy(electro, positions, {0}) == pytest.approx(energy(mm_part, positions, {0}), abs=1e-8)
     # the embedding changes the energy: the region does see the MM charges
-    assert abs(expected_ml - model_energy(toy_path, positions, ml, [], [])) > 1.0
+    assert abs(expected_ml - model_energy(toy_path, topology, positions, ml, [], [])) > 1.0
 
 
 def test_forces_match_finite_differences(toy_path, cluster):
     topology, system, positions, ml = cluster
     electro = mixed(toy_path, topology, system, ml)
-    context = openmm.Context(electro, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+    context = openmm.Context(
+        electro, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference")
+    )
     x0 = np.array(positions.value_in_unit(u.nanometer))
     context.setPositions(x0)
-    forces = context.getState(getForces=True, groups={ML_GROUP}).getForces(asNumpy=True).value_in_unit(
-        u.kilojoule_per_mole / u.nanometer)
+    forces = (
+        context.getState(getForces=True, groups={ML_GROUP})
+        .getForces(asNumpy=True)
+        .value_in_unit(u.kilojoule_per_mole / u.nanometer)
+    )
     mm_atoms = [i for i in range(len(x0)) if i not in ml]
     h = 1e-5
     for atom in (ml[0], ml[7], mm_atoms[0], mm_atoms[4]):
@@ -150,8 +161,11 @@ def test_forces_match_finite_differences(toy_path, cluster):
                 x = x0.copy()
                 x[atom, axis] += sign * h
                 context.setPositions(x)
-                values.append(context.getState(getEnergy=True, groups={ML_GROUP}).getPotentialEnergy().value_in_unit(
-                    u.kilojoule_per_mole))
+                values.append(
+                    context.getState(getEnergy=True, groups={ML_GROUP})
+                    .getPotentialEnergy()
+                    .value_in_unit(u.kilojoule_per_mole)
+                )
             numeric = -(values[0] - values[1]) / (2 * h)
             assert forces[atom, axis] == pytest.approx(numeric, rel=1e-5, abs=1e-4)
 
@@ -159,14 +173,19 @@ def test_forces_match_finite_differences(toy_path, cluster):
 def test_periodic_translations_leave_energy_unchanged(toy_path, solvated):
     topology, system, positions, ml = solvated
     electro = mixed(toy_path, topology, system, ml)
-    context = openmm.Context(electro, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+    context = openmm.Context(
+        electro, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference")
+    )
     x0 = np.array(positions.value_in_unit(u.nanometer))
     box = np.array(topology.getPeriodicBoxVectors().value_in_unit(u.nanometer))
 
     def ml_energy(x):
         context.setPositions(x)
-        return context.getState(getEnergy=True, groups={ML_GROUP}).getPotentialEnergy().value_in_unit(
-            u.kilojoule_per_mole)
+        return (
+            context.getState(getEnergy=True, groups={ML_GROUP})
+            .getPotentialEnergy()
+            .value_in_unit(u.kilojoule_per_mole)
+        )
 
     reference = ml_energy(x0)
     shifted_all = x0 + box[0]
@@ -182,8 +201,9 @@ def test_lambda_interpolation(toy_path, solvated):
     topology, system, positions, ml = solvated
     interpolated = mixed(toy_path, topology, system, ml, interpolate=True)
     plain = mixed(toy_path, topology, system, ml)
-    context = openmm.Context(interpolated, openmm.VerletIntegrator(0.001),
-                             openmm.Platform.getPlatformByName("Reference"))
+    context = openmm.Context(
+        interpolated, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference")
+    )
     context.setPositions(positions)
     assert context.getParameter("lambda_interpolate") == 1.0
     e1 = context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(u.kilojoule_per_mole)

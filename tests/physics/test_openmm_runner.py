@@ -21,7 +21,8 @@ def toy_path(tmp_path_factory):
 
 def test_build_mixed_system(toy_path):
     topology, mm_system, mixed, ml_atoms, positions = build_mixed_system(
-        SystemSettings(), SimulationSettings(model_path=toy_path))
+        SystemSettings(), SimulationSettings(model_path=toy_path)
+    )
     assert ml_atoms == list(range(22))
     assert mixed.getNumParticles() == mm_system.getNumParticles() == topology.getNumAtoms() == len(positions)
     assert any(isinstance(f, openmm.PythonForce) for f in mixed.getForces())
@@ -35,7 +36,9 @@ def test_region_must_match_residues(toy_path):
 
 def test_run_md_writes_outputs(toy_path, tmp_path):
     simulation = SimulationSettings(model_path=toy_path, steps=20, report_interval=10, timestep_fs=1.0)
-    result = run_md(SystemSettings(), simulation, tmp_path / "md", minimize_iterations=10, mm_benchmark_steps=10)
+    result = run_md(
+        SystemSettings(), simulation, tmp_path / "md", minimize_iterations=10, mm_benchmark_steps=10
+    )
     assert result.trajectory.stat().st_size > 0
     rows = list(csv.reader(result.log.open()))
     assert rows[0][0].startswith("#") and len(rows) == 3
@@ -50,4 +53,6 @@ def test_region_atoms_lists_residues(toy_path):
     from openmm.app import PDBFile
 
     pdb = PDBFile(str(SystemSettings().vacuum_pdb))
-    assert region_atoms(pdb.topology, ["ALA"]) == [a.index for a in pdb.topology.atoms() if a.residue.name == "ALA"]
+    assert region_atoms(pdb.topology, ["ALA"]) == [
+        a.index for a in pdb.topology.atoms() if a.residue.name == "ALA"
+    ]

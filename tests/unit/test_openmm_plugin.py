@@ -5,10 +5,10 @@ from __future__ import annotations
 import copy
 import pickle
 
-import openmmml  # noqa: F401  (openmm-ml first: it loads our entry points)
 import numpy as np
 import openmm
 import openmm.app as app
+import openmmml  # noqa: F401  (openmm-ml first: it loads our entry points)
 import pytest
 import torch
 from openmmml import MLPotential
@@ -91,14 +91,16 @@ def test_link_bonds_refused(toy_path, vacuum):
     ala = [a.index for a in pdb.topology.atoms() if a.residue.name == "ALA"]
     with pytest.raises(InputError, match="cuts through covalent bonds need link atoms"):
         MLPotential("biomol-nnp", modelPath=str(toy_path)).createMixedSystem(
-            pdb.topology, system, ala, embedding="electrostatic")
+            pdb.topology, system, ala, embedding="electrostatic"
+        )
 
 
 def test_unknown_embedding_argument(toy_path, vacuum):
     pdb, system = vacuum
     with pytest.raises(InputError, match="unknown arguments \\['totalcharge'\\]"):
         MLPotential("biomol-nnp", modelPath=str(toy_path)).createMixedSystem(
-            pdb.topology, system, list(range(22)), embedding="electrostatic", totalcharge=0)
+            pdb.topology, system, list(range(22)), embedding="electrostatic", totalcharge=0
+        )
 
 
 def test_torch_backend_refused_clearly(toy_path):
