@@ -1,0 +1,400 @@
+"""HDF5 store of QM labels: one group per configuration, appended and flushed record by record.
+
+Layout (all quantities in OpenMM units; the root attribute ``units`` maps names to units)::
+
+    /                                   attrs: format_version, package_version, method, units (JSON)
+    /configurations/{index:06d}         attrs: status ("ok" | "failed"), reason, source,
+                                               trajectory_id, frame, total_charge, multiplicity, method
+        atomic_numbers  (N,)   int
+        positions       (N, 3) nm
+        mm_positions    (M, 3) nm
+        mm_charges      (M,)   e
+        mm_numbers      (M,)   int
+        vacuum/energy (), forces (N, 3), charges (N,), dipole (3,)
+        embedded/energy (), forces (N, 3), mm_forces (M, 3), charges (N,), dipole (3,)   [only M > 0]
+
+A failed record keeps its inputs and whatever result was computed before the failure.
+Every dataset also carries its unit in a ``units`` attribute.
+
+>>> store = LabelStore("labels.h5")  # doctest: +SKIP
+>>> len(store), store.statuses()  # doctest: +SKIP
+(64, {'ok': 63, 'failed': 1})
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from biomol_nnp import __version__
+from biomol_nnp.exceptions import InputError
+from biomol_nnp.qm.sampling import Configuration
+from biomol_nnp.qm.xtb_engine import QMResult
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+"""Version of the HDF5 layout written by :class:`LabelStore`."""
+
+UNITS = {
+    "atomic_numbers": "",
+    "positions": "nm",
+    "mm_positions": "nm",
+    "mm_charges": "e",
+    "mm_numbers": "",
+    "energy": "kJ/mol",
+    "forces": "kJ/mol/nm",
+    "mm_forces": "kJ/mol/nm",
+    "charges": "e",
+    "dipole": "e*nm",
+    "total_charge": "e",
+    "embedding_energy": "kJ/mol",
+}
+"""Unit of every quantity in the store (empty string: dimensionless)."""
+
+STATUSES = ("ok", "failed")
+_GROUP = "configurations"
+_INPUTS = ("atomic_numbers", "positions", "mm_positions", "mm_charges", "mm_numbers")
+_VACUUM = ("energy", "forces", "charges", "dipole")
+_EMBEDDED = ("energy", "forces", "mm_forces", "charges", "dipole")
+
+
+@dataclass
+class LabeledConfiguration:
+    """One successfully labeled configuration, as numpy arrays in OpenMM units.
+
+    Attributes
+    ----------
+    index : int
+        Record index in the store.
+    atomic_numbers : numpy.ndarray, shape (N,)
+    positions : numpy.ndarray, shape (N, 3)
+        nm.
+    total_charge : int
+        e.
+    mm_positions : numpy.ndarray, shape (M, 3)
+        nm.
+    mm_charges : numpy.ndarray, shape (M,)
+        e.
+    mm_numbers : numpy.ndarray, shape (M,)
+    energy : float
+        Vacuum QM energy, kJ/mol.
+    forces : numpy.ndarray, shape (N, 3)
+        Vacuum QM forces, kJ/mol/nm.
+    charges : numpy.ndarray, shape (N,)
+        Vacuum QM charges, e.
+    dipole : numpy.ndarray, shape (3,)
+        Vacuum dipole, e*nm.
+    embedded_energy : float
+        QM energy in the field of the point charges, kJ/mol (equals ``energy`` when M = 0).
+    embedded_forces : numpy.ndarray, shape (N, 3)
+        kJ/mol/nm (equal to ``forces`` when M = 0).
+    embedded_mm_forces : numpy.ndarray, shape (M, 3)
+        Forces on the point charges, kJ/mol/nm.
+    embedded_charges : numpy.ndarray, shape (N,)
+        e (equal to ``charges`` when M = 0).
+    embedding_energy : float
+        ``embedded_energy - energy``, kJ/mol (0 when M = 0).
+    source : str
+    trajectory_id : int
+    frame : int
+    multiplicity : int
+
+    Examples
+    --------
+    >>> records = LabelStore("labels.h5").load_training_arrays()  # doctest: +SKIP
+    >>> records[0].forces.shape  # doctest: +SKIP
+    (22, 3)
+    """
+
+    index: int
+    atomic_numbers: np.ndarray
+    positions: np.ndarray
+    total_charge: int
+    mm_positions: np.ndarray
+    mm_charges: np.ndarray
+    mm_numbers: np.ndarray
+    energy: float
+    forces: np.ndarray
+    charges: np.ndarray
+    dipole: np.ndarray
+    embedded_energy: float
+    embedded_forces: np.ndarray
+    embedded_mm_forces: np.ndarray
+    embedded_charges: np.ndarray
+    embedding_energy: float
+    source: str
+    trajectory_id: int
+    frame: int
+    multiplicity: int = 1
+
+    @property
+    def has_point_charges(self) -> bool:
+        """Whether the configuration has MM point charges (M > 0)."""
+        return bool(self.mm_charges.size)
+
+
+class LabelStore:
+    """Append-only HDF5 file of QM labels; the file is opened per call, so each record is on disk.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        HDF5 file; created on the first :meth:`append` when missing.
+
+    Examples
+    --------
+    >>> store = LabelStore("labels.h5")  # doctest: +SKIP
+    >>> store.append(config, vacuum, embedded, status="ok")  # doctest: +SKIP
+    0
+    >>> store.load_training_arrays()[0].embedding_energy  # doctest: +SKIP
+    -35.2
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        if self.path.exists():
+            self._check_format()
+
+    def _open(self, mode: str) -> Any:
+        import h5py
+
+        return h5py.File(self.path, mode)
+
+    def _check_format(self) -> None:
+        try:
+            with self._open("r") as h5:
+                version = h5.attrs.get("format_version")
+        except OSError as err:
+            raise InputError(f"{str(self.path)!r} is not a readable HDF5 file: {err}") from err
+        if version is None or int(version) != FORMAT_VERSION:
+            raise InputError(
+                f"{str(self.path)!r} is not a biomol-nnp label store of format {FORMAT_VERSION} "
+                f"(format_version={version!r}); give a new path or a file written by LabelStore"
+            )
+
+    def __len__(self) -> int:
+        if not self.path.exists():
+            return 0
+        with self._open("r") as h5:
+            return len(h5[_GROUP]) if _GROUP in h5 else 0
+
+    @property
+    def method(self) -> str | None:
+        """QM method of the records, or None for an empty store."""
+        if not self.path.exists():
+            return None
+        with self._open("r") as h5:
+            method = h5.attrs.get("method")
+        return None if method is None else str(method)
+
+    def append(
+        self,
+        config: Configuration,
+        vacuum: QMResult | None,
+        embedded: QMResult | None,
+        status: str = "ok",
+        reason: str = "",
+        method: str = "GFN2-xTB",
+    ) -> int:
+        """Write one record and return its index.
+
+        Parameters
+        ----------
+        config : Configuration
+            Inputs of the calculation.
+        vacuum : QMResult or None
+            Region without point charges; None when it failed.
+        embedded : QMResult or None
+            Region in the field of the point charges; None when M = 0 or it failed.
+        status : {"ok", "failed"}
+            Outcome; "ok" needs ``vacuum`` and, when M > 0, ``embedded``.
+        reason : str
+            Why the calculation failed (empty when ok).
+        method : str
+            QM method; must match the store's.
+
+        Returns
+        -------
+        int
+            Index of the new record.
+        """
+        if status not in STATUSES:
+            raise InputError(f"status must be one of {STATUSES}, got {status!r}")
+        if status == "ok" and (vacuum is None or (config.n_mm > 0 and embedded is None)):
+            raise InputError(
+                "status 'ok' needs a vacuum result and, with point charges, an embedded result; "
+                "record the configuration as 'failed' with a reason instead"
+            )
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._open("a") as h5:
+            self._init_root(h5, method)
+            group = h5.require_group(_GROUP)
+            index = len(group)
+            record = group.create_group(f"{index:06d}")
+            for name in _INPUTS:
+                _write(record, name, getattr(config, name), name)
+            if vacuum is not None:
+                sub = record.create_group("vacuum")
+                for name in _VACUUM:
+                    _write(sub, name, getattr(vacuum, name), name)
+            if embedded is not None and config.n_mm > 0:
+                sub = record.create_group("embedded")
+                for name in _EMBEDDED:
+                    _write(sub, name, getattr(embedded, name), name)
+            record.attrs.update(
+                {
+                    "status": status,
+                    "reason": reason if status != "ok" else "",
+                    "source": config.source,
+                    "trajectory_id": int(config.trajectory_id),
+                    "frame": int(config.frame),
+                    "total_charge": int(config.total_charge),
+                    "multiplicity": int(config.multiplicity),
+                    "method": method,
+                }
+            )
+            h5.flush()
+        return index
+
+    def _init_root(self, h5: Any, method: str) -> None:
+        if "format_version" not in h5.attrs:
+            h5.attrs.update(
+                {
+                    "format_version": FORMAT_VERSION,
+                    "package": "biomol-nnp",
+                    "package_version": __version__,
+                    "method": method,
+                    "units": json.dumps(UNITS, sort_keys=True),
+                }
+            )
+        elif str(h5.attrs["method"]) != method:
+            raise InputError(
+                f"{str(self.path)!r} holds {h5.attrs['method']} labels; cannot append {method} labels. "
+                "Use a separate label file per method."
+            )
+
+    def records(self) -> list[dict[str, Any]]:
+        """Attributes of every record (status, reason, source, trajectory_id, frame, ...)."""
+        if not self.path.exists():
+            return []
+        with self._open("r") as h5:
+            if _GROUP not in h5:
+                return []
+            return [{"index": int(k), **_attrs(g)} for k, g in sorted(h5[_GROUP].items())]
+
+    def statuses(self) -> dict[str, int]:
+        """Number of records per status, e.g. ``{"ok": 10, "failed": 1}``."""
+        counts = Counter(r["status"] for r in self.records())
+        return {s: counts.get(s, 0) for s in STATUSES}
+
+    def failure_reasons(self) -> dict[str, int]:
+        """Number of failed records per reason."""
+        return dict(Counter(r["reason"] for r in self.records() if r["status"] == "failed"))
+
+    def load_training_arrays(self) -> list[LabeledConfiguration]:
+        """Load every ``ok`` record, in index order.
+
+        Returns
+        -------
+        list of LabeledConfiguration
+            Inputs and labels as numpy arrays (OpenMM units), with the embedding energy.
+        """
+        if not self.path.exists():
+            return []
+        out: list[LabeledConfiguration] = []
+        with self._open("r") as h5:
+            if _GROUP not in h5:
+                return []
+            for key, group in sorted(h5[_GROUP].items()):
+                if str(group.attrs.get("status", "failed")) == "ok":
+                    out.append(_load_record(int(key), group))
+        return out
+
+    def content_hash(self) -> str:
+        """SHA-256 of the inputs and labels of the ``ok`` records (hex digest).
+
+        Two stores with the same labeled data in the same order have the same hash, whatever
+        their failed records, file history or HDF5 internals.
+        """
+        digest = hashlib.sha256()
+        for rec in self.load_training_arrays():
+            header = f"{rec.total_charge}|{rec.multiplicity}|{rec.source}|{rec.trajectory_id}|{rec.frame}"
+            digest.update(header.encode())
+            for name in (
+                "atomic_numbers",
+                "positions",
+                "mm_positions",
+                "mm_charges",
+                "mm_numbers",
+                "energy",
+                "forces",
+                "charges",
+                "dipole",
+                "embedded_energy",
+                "embedded_forces",
+                "embedded_mm_forces",
+                "embedded_charges",
+            ):
+                value = np.asarray(getattr(rec, name))
+                dtype = "<i8" if value.dtype.kind in "iu" else "<f8"
+                digest.update(name.encode())
+                digest.update(np.ascontiguousarray(value, dtype=dtype).tobytes())
+        return digest.hexdigest()
+
+
+def _write(group: Any, name: str, value: Any, unit_key: str) -> None:
+    array = np.asarray(value)
+    array = array.astype(np.int64) if array.dtype.kind in "iu" else array.astype(np.float64)
+    dataset = group.create_dataset(name, data=array)
+    dataset.attrs["units"] = UNITS[unit_key]
+
+
+def _attrs(group: Any) -> dict[str, Any]:
+    # A record whose attributes were never written was interrupted while being written.
+    out: dict[str, Any] = {"status": "failed", "reason": "incomplete record (interrupted while writing)"}
+    for key, value in group.attrs.items():
+        out[key] = value.item() if isinstance(value, np.generic) else value
+        if isinstance(out[key], bytes):
+            out[key] = out[key].decode()
+    return out
+
+
+def _load_record(index: int, group: Any) -> LabeledConfiguration:
+    inputs = {name: np.asarray(group[name][()]) for name in _INPUTS}
+    vac = {name: np.asarray(group["vacuum"][name][()]) for name in _VACUUM}
+    if "embedded" in group:
+        emb = {name: np.asarray(group["embedded"][name][()]) for name in _EMBEDDED}
+    else:  # no point charges: the embedded calculation is the vacuum one
+        emb = dict(vac, mm_forces=np.zeros((0, 3)))
+    attrs = _attrs(group)
+    return LabeledConfiguration(
+        index=index,
+        total_charge=int(attrs["total_charge"]),
+        energy=float(vac["energy"]),
+        forces=vac["forces"],
+        charges=vac["charges"],
+        dipole=vac["dipole"],
+        embedded_energy=float(emb["energy"]),
+        embedded_forces=emb["forces"],
+        embedded_mm_forces=emb["mm_forces"].reshape(-1, 3),
+        embedded_charges=emb["charges"],
+        embedding_energy=float(emb["energy"]) - float(vac["energy"]),
+        source=str(attrs["source"]),
+        trajectory_id=int(attrs["trajectory_id"]),
+        frame=int(attrs["frame"]),
+        multiplicity=int(attrs.get("multiplicity", 1)),
+        atomic_numbers=inputs["atomic_numbers"],
+        positions=inputs["positions"].reshape(-1, 3),
+        mm_positions=inputs["mm_positions"].reshape(-1, 3),
+        mm_charges=inputs["mm_charges"],
+        mm_numbers=inputs["mm_numbers"],
+    )
