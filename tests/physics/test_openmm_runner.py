@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 
 import openmm
 import pytest
@@ -56,3 +57,15 @@ def test_region_atoms_lists_residues(toy_path):
     assert region_atoms(pdb.topology, ["ALA"]) == [
         a.index for a in pdb.topology.atoms() if a.residue.name == "ALA"
     ]
+
+
+def test_build_mechanical_mixed_system(toy_path):
+    """The settings' other embedding goes through openmm-ml's mechanical embedding with our potential."""
+    topology, mm_system, mixed, ml_atoms, positions = build_mixed_system(
+        SystemSettings(), SimulationSettings(model_path=toy_path, embedding="mechanical")
+    )
+    context = openmm.Context(
+        mixed, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference")
+    )
+    context.setPositions(positions)
+    assert math.isfinite(context.getState(getEnergy=True).getPotentialEnergy()._value)
