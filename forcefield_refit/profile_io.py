@@ -41,6 +41,18 @@ def _columns(path: Path) -> dict[str, list[float]]:
     raise RefitInputError(f"profile={path}; allowed suffixes: .csv, .json. {_HINT}")
 
 
+def _read_columns(path: Path) -> dict[str, list[float]]:
+    try:
+        return _columns(path)
+    except (KeyError, TypeError, ValueError) as error:
+        if isinstance(error, RefitInputError):
+            raise
+        raise RefitInputError(
+            f"profile={path} could not be read as numbers ({error}); allowed: a header row and one numeric "
+            f"value per column in every row. {_HINT}"
+        ) from error
+
+
 def read_profile(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:
     """Read angles and target energies from a profile file.
 
@@ -56,7 +68,7 @@ def read_profile(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:
     target_kj : np.ndarray
         ``[K]``, kJ/mol (``model_kj - baseline_kj`` when those columns are given).
     """
-    columns = _columns(Path(path))
+    columns = _read_columns(Path(path))
     if "angle_deg" not in columns:
         raise RefitInputError(
             f"profile {path} has columns {sorted(columns)}; allowed: angle_deg is required. {_HINT}"
