@@ -166,6 +166,12 @@ def sample_md_configurations(
         phases.append((_build_phase(system_settings, solvated=True), sampling.solvated_frames))
     if sampling.vacuum_frames > 0:
         phases.append((_build_phase(system_settings, solvated=False), sampling.vacuum_frames))
+    if len(phases) == 2 and not np.array_equal(phases[0][0].region_numbers, phases[1][0].region_numbers):
+        raise InputError(
+            f"the region of {str(system_settings.solvated_pdb)!r} ({phases[0][0].region.size} atoms) and of "
+            f"{str(system_settings.vacuum_pdb)!r} ({phases[1][0].region.size} atoms) differ"
+            " in elements or atom order; both PDB files must hold the same region residues"
+        )
     total = sampling.solvated_frames + sampling.vacuum_frames
     configs: list[Configuration] = []
     bar = _progress_bar(total, progress)
@@ -214,6 +220,15 @@ def _build_phase(system_settings: SystemSettings, solvated: bool) -> _Phase:
     if not pdb_path.is_file():
         raise InputError(f"{name} PDB {str(pdb_path)!r} does not exist; set SystemSettings.{name}_pdb")
     pdb = app.PDBFile(str(pdb_path))
+    atoms = list(pdb.topology.atoms())
+    region_set = set(system_settings.region_residues)
+    region = np.array([a.index for a in atoms if a.residue.name in region_set], dtype=np.int64)
+    if region.size == 0:
+        found = sorted({r.name for r in pdb.topology.residues()})
+        raise InputError(
+            f"region_residues {system_settings.region_residues} match no atom of {str(pdb_path)!r}; "
+            f"residue names there: {found}"
+        )
     forcefield = app.ForceField(*system_settings.forcefield)
     if solvated:
         if pdb.topology.getPeriodicBoxVectors() is None:
@@ -231,16 +246,7 @@ def _build_phase(system_settings: SystemSettings, solvated: bool) -> _Phase:
     charges = np.array(
         [nonbonded.getParticleParameters(i)[0].value_in_unit(e) for i in range(system.getNumParticles())]
     )
-    atoms = list(pdb.topology.atoms())
     numbers = np.array([_element_number(atom) for atom in atoms], dtype=np.int64)
-    region_set = set(system_settings.region_residues)
-    region = np.array([a.index for a in atoms if a.residue.name in region_set], dtype=np.int64)
-    if region.size == 0:
-        found = sorted({r.name for r in pdb.topology.residues()})
-        raise InputError(
-            f"region_residues {system_settings.region_residues} match no atom of {str(pdb_path)!r}; "
-            f"residue names there: {found}"
-        )
     return _Phase(
         name=name,
         system=system,
