@@ -1,6 +1,7 @@
 """Label store round trip and the labeling loop (failures recorded, the loop goes on)."""
 
 import json
+import pickle
 
 import h5py
 import numpy as np
@@ -109,6 +110,10 @@ def test_store_refuses_bad_status_and_other_methods(tmp_path) -> None:
 def test_label_one_is_pure_and_embedded_differs_from_vacuum() -> None:
     record = label_one(water(0), LabelSettings())
     assert record.status == "ok" and record.reason == ""
+    # inputs and outputs travel to and from worker processes (Dask tasks)
+    restored = pickle.loads(pickle.dumps(record))
+    np.testing.assert_array_equal(restored.embedded.mm_forces, record.embedded.mm_forces)
+    assert pickle.loads(pickle.dumps(label_one)) is label_one
     assert record.vacuum is not None and record.embedded is not None
     assert record.embedded.mm_forces.shape == (3, 3)
     assert record.embedded.energy != pytest.approx(record.vacuum.energy)
