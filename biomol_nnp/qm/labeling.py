@@ -164,8 +164,8 @@ def label_configurations(
     progress : bool
         Show a tqdm progress bar.
     skip_existing : bool
-        Do not recompute configurations already in the store (ok or failed) with the same source, trajectory id
-        and frame (so a killed job can be restarted).
+        Do not recompute configurations already in the store (ok or failed) with the same source,
+        trajectory id and frame (so a killed job can be restarted).
 
     Returns
     -------
