@@ -58,6 +58,10 @@ class ElementNetworks(torch.nn.Module):
 class NNPEnsemble(torch.nn.Module):
     """Ensemble of ANI-style members; implements the deployed-model contract (see `export.py`)."""
 
+    element_index: torch.Tensor
+    self_energies: torch.Tensor
+    energy_scale: torch.Tensor
+
     def __init__(self, settings: ModelSettings, ensemble_size: int) -> None:
         super().__init__()
         elements = sorted(settings.elements)

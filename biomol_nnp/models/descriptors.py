@@ -53,6 +53,11 @@ class SymmetryFunctions(torch.nn.Module):
         Angular resolution exponent.
     """
 
+    radial_centres: torch.Tensor
+    angular_centres: torch.Tensor
+    angle_centres: torch.Tensor
+    pair_lookup: torch.Tensor
+
     def __init__(
         self,
         num_elements: int,

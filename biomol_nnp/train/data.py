@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from biomol_nnp.exceptions import InputError
+from biomol_nnp.qm.labels import LabelStore
 
 
 @dataclass(frozen=True)
@@ -133,3 +134,26 @@ def fit_self_energies(samples: Sequence[TrainingSample], elements: Sequence[int]
     energies = np.array([s.energy for s in samples])
     solution, *_ = np.linalg.lstsq(counts, energies, rcond=None)
     return solution
+
+
+def samples_from_store(store: LabelStore) -> list[TrainingSample]:
+    """Training samples from the ok records of a labels store (embedding energy NaN without point charges)."""
+    samples = []
+    for record in store.load_training_arrays():
+        samples.append(TrainingSample(
+            atomic_numbers=record.atomic_numbers,
+            positions=record.positions,
+            total_charge=float(record.total_charge),
+            energy=float(record.energy),
+            forces=record.forces,
+            charges=record.charges,
+            mm_positions=record.mm_positions,
+            mm_charges=record.mm_charges,
+            embedding_energy=float(record.embedding_energy) if record.has_point_charges else float("nan"),
+            trajectory_id=int(record.trajectory_id),
+            source=str(record.source),
+        ))
+    if not samples:
+        raise InputError(f"{store.path} holds no successfully labelled configuration; check its failure reasons "
+                         "(`LabelStore.failure_reasons()`) and label again")
+    return samples

@@ -199,7 +199,7 @@ def train_ensemble(
             loss = loss_fn(model, batch)
             loss.backward()
             optimizer.step()
-            epoch_loss += float(loss) * len(batch.energy) / len(train)
+            epoch_loss += float(loss.detach()) * len(batch.energy) / len(train)
         scheduler.step()
         test_loss = float(loss_fn(model, test_batch, create_graph=False).detach())
         history.append({"epoch": epoch + 1, "train_loss": epoch_loss, "test_loss": test_loss})

@@ -1,0 +1,133 @@
+"""Command-line interface: `biomol-nnp COMMAND`.
+
+Each command parses its arguments and calls a library function that tests call in-process.
+Settings come from a YAML file (`biomol-nnp config` writes the defaults) and flags override a few.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from biomol_nnp import __version__
+from biomol_nnp.config import PipelineSettings
+from biomol_nnp.exceptions import BiomolNNPError
+from biomol_nnp.logging_setup import configure_logging
+
+logger = logging.getLogger(__name__)
+
+
+def load_settings(path: str | None) -> PipelineSettings:
+    """Settings from a YAML file, or the defaults."""
+    return PipelineSettings.from_yaml(path) if path else PipelineSettings()
+
+
+def command_config(args: argparse.Namespace) -> None:
+    path = PipelineSettings().to_yaml(args.output)
+    logger.info("wrote default settings to %s", path)
+
+
+def command_demo(args: argparse.Namespace) -> None:
+    from biomol_nnp.pipeline import quick_settings, run_pipeline
+
+    settings = load_settings(args.config)
+    if args.quick:
+        settings = quick_settings(settings)
+    run_pipeline(settings, Path(args.output), progress=not args.no_progress, resume=not args.restart)
+
+
+def command_label(args: argparse.Namespace) -> None:
+    from biomol_nnp.pipeline import sample_and_label
+
+    settings = load_settings(args.config)
+    sample_and_label(settings, Path(args.output), progress=not args.no_progress)
+
+
+def command_train(args: argparse.Namespace) -> None:
+    from biomol_nnp.pipeline import train_and_export
+
+    settings = load_settings(args.config)
+    train_and_export(settings, Path(args.labels), Path(args.output), progress=not args.no_progress)
+
+
+def command_run(args: argparse.Namespace) -> None:
+    from biomol_nnp.pipeline import simulate
+
+    settings = load_settings(args.config)
+    if args.model:
+        settings.simulation.model_path = Path(args.model)
+    if args.steps:
+        settings.simulation.steps = args.steps
+    simulate(settings, Path(args.output), progress=not args.no_progress)
+
+
+def command_refit(args: argparse.Namespace) -> None:
+    from biomol_nnp.pipeline import refit
+
+    settings = load_settings(args.config)
+    refit(settings, Path(args.model), Path(args.output), progress=not args.no_progress)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="biomol-nnp", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"biomol-nnp {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("config", help="write the default settings as YAML")
+    p.add_argument("-o", "--output", default="biomol-nnp.yaml", help="YAML file to write")
+    p.set_defaults(func=command_config)
+
+    p = sub.add_parser("demo", help="the whole path on the shipped alanine dipeptide: "
+                                    "sample, label, train, NNP/MM MD, refit")
+    p.add_argument("-c", "--config", help="settings YAML (default: built-in defaults)")
+    p.add_argument("-o", "--output", default="demo_output", help="output folder")
+    p.add_argument("--quick", action="store_true", help="tiny settings for a smoke test (minutes)")
+    p.add_argument("--restart", action="store_true", help="redo every stage instead of reusing finished outputs")
+    p.set_defaults(func=command_demo)
+
+    p = sub.add_parser("label", help="sample configurations by MM MD and label them with GFN2-xTB")
+    p.add_argument("-c", "--config", help="settings YAML")
+    p.add_argument("-o", "--output", default="labels.h5", help="HDF5 labels file (appended to)")
+    p.set_defaults(func=command_label)
+
+    p = sub.add_parser("train", help="train an ensemble on a labels file and export model.pt")
+    p.add_argument("labels", help="HDF5 labels file")
+    p.add_argument("-c", "--config", help="settings YAML")
+    p.add_argument("-o", "--output", default="model_output", help="folder for model.pt, metrics and plots")
+    p.set_defaults(func=command_train)
+
+    p = sub.add_parser("run", help="NNP/MM molecular dynamics with a deployed model")
+    p.add_argument("-c", "--config", help="settings YAML")
+    p.add_argument("-m", "--model", help="deployed model (overrides simulation.model_path)")
+    p.add_argument("-n", "--steps", type=int, help="number of MD steps (overrides simulation.steps)")
+    p.add_argument("-o", "--output", default="md_output", help="folder for trajectory.dcd and log.csv")
+    p.set_defaults(func=command_run)
+
+    p = sub.add_parser("refit", help="fit backbone phi/psi torsions to the model and write frcmod + ffxml")
+    p.add_argument("model", help="deployed model.pt")
+    p.add_argument("-c", "--config", help="settings YAML")
+    p.add_argument("-o", "--output", default="refit_output", help="output folder")
+    p.set_defaults(func=command_refit)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `biomol-nnp` console script."""
+    args = build_parser().parse_args(argv)
+    configure_logging(-1 if args.quiet else args.verbose)
+    try:
+        args.func(args)
+    except BiomolNNPError as err:
+        logger.error("%s", err)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
