@@ -83,12 +83,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", default="biomol-nnp.yaml", help="YAML file to write")
     p.set_defaults(func=command_config)
 
-    p = sub.add_parser("demo", help="the whole path on the shipped alanine dipeptide: "
-                                    "sample, label, train, NNP/MM MD, refit")
+    p = sub.add_parser(
+        "demo", help="the whole path on the shipped alanine dipeptide: sample, label, train, NNP/MM MD, refit"
+    )
     p.add_argument("-c", "--config", help="settings YAML (default: built-in defaults)")
     p.add_argument("-o", "--output", default="demo_output", help="output folder")
     p.add_argument("--quick", action="store_true", help="tiny settings for a smoke test (minutes)")
-    p.add_argument("--restart", action="store_true", help="redo every stage instead of reusing finished outputs")
+    p.add_argument(
+        "--restart", action="store_true", help="redo every stage instead of reusing finished outputs"
+    )
     p.set_defaults(func=command_demo)
 
     p = sub.add_parser("label", help="sample configurations by MM MD and label them with GFN2-xTB")

@@ -56,9 +56,7 @@ class SystemSettings(Settings):
         SYSTEMS_DIR / "alanine_dipeptide" / "solvated.pdb", description="Solvated PDB with a periodic box."
     )
     vacuum_pdb: Path = Field(SYSTEMS_DIR / "alanine_dipeptide" / "vacuum.pdb", description="PDB in vacuum.")
-    forcefield: list[str] = Field(
-        ["amber14-all.xml", "amber14/tip3p.xml"], description="OpenMM force-field XML files."
-    )
+    forcefield: list[str] = Field(["amber14-all.xml", "amber14/tip3p.xml"], description="OpenMM force-field XML files.")
     region_residues: list[str] = Field(
         ["ACE", "ALA", "NME"], description="Residue names whose atoms form the ML region."
     )
@@ -70,16 +68,18 @@ class SamplingSettings(Settings):
 
     solvated_frames: int = Field(64, ge=0, description="Frames taken from the solvated MM MD.")
     vacuum_frames: int = Field(64, ge=0, description="Frames taken from the vacuum MM MD.")
-    steps_between_frames: int = Field(250, ge=1, description="MD steps between saved frames.")
-    equilibration_steps: int = Field(1000, ge=0, description="MD steps before the first frame.")
+    steps_between_frames: int = Field(200, ge=1, description="MD steps between saved frames.")
+    equilibration_steps: int = Field(500, ge=0, description="MD steps before the first frame.")
     temperature_k: float = Field(500.0, gt=0, description="Sampling temperature, K (high to widen coverage).")
     timestep_fs: float = Field(2.0, gt=0, description="MD time step, fs.")
     point_charge_cutoff_nm: float = Field(
-        1.0, gt=0, description="Waters with any atom within this distance of the region become point charges, nm."
+        1.0,
+        gt=0,
+        description="Waters with any atom within this distance of the region become point charges, nm.",
     )
     seed: int = Field(2024, description="Random seed for velocities and the Langevin integrator.")
     trajectories_per_phase: int = Field(
-        2,
+        4,
         ge=1,
         description="Independent MD runs (different seeds) per phase, solvated and vacuum; each run is one "
         "trajectory id, so training can split by trajectory.",
@@ -113,8 +113,12 @@ class ModelSettings(Settings):
     angular_eta_per_nm2: float = Field(800.0, gt=0, description="Angular radial width parameter, 1/nm^2.")
     angular_zeta: float = Field(32.0, gt=0, description="Angular resolution exponent zeta.")
     hidden_layers: list[int] = Field([64, 32], description="Hidden layer widths of each element network.")
-    embedding_cutoff_nm: float = Field(1.0, gt=0, description="MM charges beyond this distance are ignored, nm.")
-    embedding_switch_width_nm: float = Field(0.1, gt=0, description="Width of the switch before the cutoff, nm.")
+    embedding_cutoff_nm: float = Field(
+        1.0, gt=0, description="Group cutoff: MM molecules whose closest atom is farther from the region are ignored, nm."
+    )
+    embedding_switch_width_nm: float = Field(
+        0.1, gt=0, description="Width of the molecule switch below the embedding cutoff, nm."
+    )
     embedding_damping_nm: float = Field(
         0.03, gt=0, description="Short-range damping length of the Coulomb kernel erf(r/a)/r, nm."
     )
@@ -127,11 +131,15 @@ class TrainSettings(Settings):
     epochs: int = Field(300, ge=1, description="Training epochs per member.")
     batch_size: int = Field(16, ge=1, description="Configurations per optimiser step.")
     learning_rate: float = Field(3e-3, gt=0, description="Initial Adam learning rate.")
-    energy_weight: float = Field(1.0, ge=0, description="Weight of the per-atom energy loss (normalised by its variance).")
+    energy_weight: float = Field(
+        1.0, ge=0, description="Weight of the per-atom energy loss (normalised by its variance)."
+    )
     force_weight: float = Field(1.0, ge=0, description="Weight of the force loss (normalised by its variance).")
     charge_weight: float = Field(0.2, ge=0, description="Weight of the charge loss (normalised by its variance).")
     embedding_weight: float = Field(
-        1.0, ge=0, description="Weight of the embedding-energy loss (QM with point charges minus QM in vacuum)."
+        1.0,
+        ge=0,
+        description="Weight of the embedding-energy loss (QM with point charges minus QM in vacuum).",
     )
     validation_fraction: float = Field(0.2, gt=0, lt=1, description="Fraction of frames held out for testing.")
     seed: int = Field(0, description="Seed of the first member; member k uses seed + k.")
@@ -164,6 +172,7 @@ class RefitSettings(Settings):
     restraint_k_kj_per_rad2: float = Field(
         2000.0, gt=0, description="Harmonic dihedral restraint constant of the scan, kJ/mol/rad^2."
     )
+    max_iterations: int = Field(500, ge=1, description="L-BFGS iterations per scan point (relaxed scan).")
 
 
 class PipelineSettings(Settings):

@@ -36,6 +36,7 @@ def quick_settings(settings: PipelineSettings) -> PipelineSettings:
     quick.simulation.steps = 20
     quick.simulation.report_interval = 10
     quick.refit.scan_step_deg = 60.0
+    quick.refit.max_iterations = 20
     return quick
 
 
@@ -57,16 +58,21 @@ def sample_and_label(settings: PipelineSettings, labels_path: Path, progress: bo
     if done >= len(configs):
         logger.info("labels: %s already holds %d configurations; nothing to label", labels_path, done)
     else:
-        logger.info("labels: %d configurations sampled, %d already labelled, labelling the rest",
-                    len(configs), done)
+        logger.info(
+            "labels: %d configurations sampled, %d already labelled, labelling the rest", len(configs), done
+        )
         label_configurations(configs[done:], labels_path, settings.labels, progress=progress)
     statuses = LabelStore(labels_path).statuses()
-    return {"configurations": sum(statuses.values()), "ok": statuses.get("ok", 0),
-            "failed": statuses.get("failed", 0)}
+    return {
+        "configurations": sum(statuses.values()),
+        "ok": statuses.get("ok", 0),
+        "failed": statuses.get("failed", 0),
+    }
 
 
-def train_and_export(settings: PipelineSettings, labels_path: Path, output_dir: Path,
-                     progress: bool = False) -> dict[str, Any]:
+def train_and_export(
+    settings: PipelineSettings, labels_path: Path, output_dir: Path, progress: bool = False
+) -> dict[str, Any]:
     """Train the ensemble on the labels, export ``model.pt``, write metrics and plots."""
     from biomol_nnp.models.export import build_metadata, save_model
     from biomol_nnp.qm.labels import LabelStore
@@ -86,9 +92,16 @@ def train_and_export(settings: PipelineSettings, labels_path: Path, output_dir: 
     result = train_ensemble(samples, settings.model, settings.train, progress=update)
     bar.close()
     metadata = build_metadata(
-        settings.model.elements, settings.model.radial_cutoff_nm, settings.model.embedding_cutoff_nm,
-        settings.train.ensemble_size, settings.labels.method, store.content_hash(),
-        architecture="ani", dtype="float64", settings=settings.model.model_dump(mode="json"),
+        settings.model.elements,
+        settings.model.radial_cutoff_nm,
+        settings.model.embedding_cutoff_nm,
+        settings.train.ensemble_size,
+        settings.labels.method,
+        store.content_hash(),
+        embedding_switch_width_nm=settings.model.embedding_switch_width_nm,
+        architecture="ani",
+        dtype="float64",
+        settings=settings.model.model_dump(mode="json"),
     )
     model_path = save_model(result.model, output_dir / "model.pt", metadata)
     write_json_atomic(output_dir / "metrics.json", result.metrics)
@@ -119,8 +132,14 @@ def write_parity_plot(result: Any, path: Path) -> None:
         ("charges", batch.charges.numpy()[real], out.charges.detach().numpy()[real], "e"),
     ]
     if has_emb.any():
-        panels.append(("embedding energy", batch.embedding_energy.numpy()[has_emb],
-                       out.embedding.detach().numpy()[has_emb], "kJ/mol"))
+        panels.append(
+            (
+                "embedding energy",
+                batch.embedding_energy.numpy()[has_emb],
+                out.embedding.detach().numpy()[has_emb],
+                "kJ/mol",
+            )
+        )
     parity_plot(path, panels)
 
 
@@ -128,22 +147,35 @@ def simulate(settings: PipelineSettings, output_dir: Path, progress: bool = Fals
     """NNP/MM MD with the deployed model, and pure MM speed measured the same way in the same run."""
     from biomol_nnp.simulate.runner import run_md
 
-    result = run_md(settings.system, settings.simulation, output_dir, progress=progress,
-                    mm_benchmark_steps=max(settings.simulation.steps, 200))
-    return {"nnp_mm_ns_per_day": result.ns_per_day, "mm_ns_per_day": result.mm_ns_per_day,
-            "trajectory": str(result.trajectory), "log": str(result.log), "steps": result.steps,
-            "final_potential_kj_per_mol": result.final_potential_kj_mol}
+    result = run_md(
+        settings.system,
+        settings.simulation,
+        output_dir,
+        progress=progress,
+        mm_benchmark_steps=max(settings.simulation.steps, 200),
+    )
+    return {
+        "nnp_mm_ns_per_day": result.ns_per_day,
+        "mm_ns_per_day": result.mm_ns_per_day,
+        "trajectory": str(result.trajectory),
+        "log": str(result.log),
+        "steps": result.steps,
+        "final_potential_kj_per_mol": result.final_potential_kj_mol,
+    }
 
 
-def refit(settings: PipelineSettings, model_path: Path, output_dir: Path, progress: bool = False) -> dict[str, Any]:
+def refit(
+    settings: PipelineSettings, model_path: Path, output_dir: Path, progress: bool = False
+) -> dict[str, Any]:
     """Fit phi and psi torsions to the model's profiles and write frcmod and ffxml files."""
     from biomol_nnp.refit import refit_backbone
 
     return refit_backbone(model_path, settings.system, settings.refit, output_dir, progress=progress)
 
 
-def run_pipeline(settings: PipelineSettings, output_dir: Path, progress: bool = True,
-                 resume: bool = True) -> dict[str, Any]:
+def run_pipeline(
+    settings: PipelineSettings, output_dir: Path, progress: bool = True, resume: bool = True
+) -> dict[str, Any]:
     """Run every stage and write ``summary.json``; returns the summary."""
     output_dir.mkdir(parents=True, exist_ok=True)
     settings.to_yaml(output_dir / "settings.yaml")
@@ -165,18 +197,29 @@ def run_pipeline(settings: PipelineSettings, output_dir: Path, progress: bool = 
 
     labels_path = output_dir / "labels.h5"
     model_dir = output_dir / "model"
-    summary["labels"] = stage("labels", labels_path,
-                              lambda: {**sample_and_label(settings, labels_path, progress), "path": str(labels_path)})
-    trained = stage("train", model_dir / "model.pt",
-                    lambda: train_and_export(settings, labels_path, model_dir, progress))
-    summary["model"] = {"path": trained["model"], "held_out": trained["metrics"]["test"],
-                        "training_seconds": trained["metrics"]["training"]["seconds"],
-                        "parity_plot": str(model_dir / "parity.png")}
+    summary["labels"] = stage(
+        "labels",
+        labels_path,
+        lambda: {**sample_and_label(settings, labels_path, progress), "path": str(labels_path)},
+    )
+    trained = stage(
+        "train", model_dir / "model.pt", lambda: train_and_export(settings, labels_path, model_dir, progress)
+    )
+    summary["model"] = {
+        "path": trained["model"],
+        "held_out": trained["metrics"]["test"],
+        "training_seconds": trained["metrics"]["training"]["seconds"],
+        "parity_plot": str(model_dir / "parity.png"),
+    }
     settings.simulation.model_path = Path(trained["model"])
-    summary["simulation"] = stage("simulation", output_dir / "md" / "run.json",
-                                  lambda: simulate(settings, output_dir / "md", progress))
-    summary["refit"] = stage("refit", output_dir / "refit" / "refit.frcmod",
-                             lambda: refit(settings, Path(trained["model"]), output_dir / "refit", progress))
+    summary["simulation"] = stage(
+        "simulation", output_dir / "md" / "run.json", lambda: simulate(settings, output_dir / "md", progress)
+    )
+    summary["refit"] = stage(
+        "refit",
+        output_dir / "refit" / "refit.frcmod",
+        lambda: refit(settings, Path(trained["model"]), output_dir / "refit", progress),
+    )
     summary["stage_seconds"] = timings
     write_json_atomic(output_dir / "summary.json", summary)
     report_outputs(summary, output_dir)
@@ -187,14 +230,27 @@ def report_outputs(summary: dict[str, Any], output_dir: Path) -> None:
     """Log where each output is and the headline numbers."""
     held_out = summary["model"]["held_out"]
     sim = summary["simulation"]
-    logger.info("labels:        %s (%d ok, %d failed)", summary["labels"]["path"], summary["labels"]["ok"],
-                summary["labels"]["failed"])
-    logger.info("model:         %s  held-out energy MAE %.2f kcal/mol, force MAE %.2f kcal/mol/A, "
-                "embedding MAE %.2f kcal/mol", summary["model"]["path"], held_out["energy_mae_kcal_per_mol"],
-                held_out["force_mae_kcal_per_mol_A"], held_out["embedding_mae_kcal_per_mol"])
+    logger.info(
+        "labels:        %s (%d ok, %d failed)",
+        summary["labels"]["path"],
+        summary["labels"]["ok"],
+        summary["labels"]["failed"],
+    )
+    logger.info(
+        "model:         %s  held-out energy MAE %.2f kcal/mol, force MAE %.2f kcal/mol/A, "
+        "embedding MAE %.2f kcal/mol",
+        summary["model"]["path"],
+        held_out["energy_mae_kcal_per_mol"],
+        held_out["force_mae_kcal_per_mol_A"],
+        held_out["embedding_mae_kcal_per_mol"],
+    )
     logger.info("parity plot:   %s", summary["model"]["parity_plot"])
-    logger.info("NNP/MM MD:     %s  %.2f ns/day (pure MM %.2f ns/day)", sim["trajectory"],
-                sim["nnp_mm_ns_per_day"], sim["mm_ns_per_day"])
+    logger.info(
+        "NNP/MM MD:     %s  %.2f ns/day (pure MM %.2f ns/day)",
+        sim["trajectory"],
+        sim["nnp_mm_ns_per_day"],
+        sim["mm_ns_per_day"],
+    )
     for name, info in summary["refit"]["torsions"].items():
         logger.info("refit %s:     RMSE %.3f kJ/mol, plot %s", name, info["rmse_kj_per_mol"], info["plot"])
     logger.info("force fields:  %s, %s", summary["refit"]["frcmod"], summary["refit"]["ffxml"])

@@ -66,18 +66,37 @@ def refit_backbone(
     with threadpool_limits(1):  # tiny L-BFGS problems: BLAS threads only add overhead
         for name, types in BACKBONE_TORSIONS.items():
             quads = torsion_atoms_by_type(pdb.topology, forcefield, types)
-            profile = torsion_scan(model_fn, start, quads[0], angles, restraint_k=settings.restraint_k_kj_per_rad2,
-                                   moving_atoms=moving_side(bonds, quads[0]), progress=progress)
+            profile = torsion_scan(
+                model_fn,
+                start,
+                quads[0],
+                angles,
+                restraint_k=settings.restraint_k_kj_per_rad2,
+                max_iterations=settings.max_iterations,
+                moving_atoms=moving_side(bonds, quads[0]),
+                progress=progress,
+            )
             baseline = evaluate_profile(openmm_energy_function(remove_torsions(mm_system, quads)), profile.positions)
             target = profile.energies_kj - baseline
-            torsion = fit_fourier(profile.achieved_angles_deg, target, periodicities=tuple(settings.periodicities),
-                                  types=types)
+            torsion = fit_fourier(
+                profile.achieved_angles_deg, target, periodicities=tuple(settings.periodicities), types=types
+            )
             fitted.append(torsion)
             profiles[name] = (profile, target, quads[0])
-            plot = plot_torsion_fit(output_dir / f"{name}_fit.png", profile.achieved_angles_deg, target, torsion,
-                                    title=f"{name}: model minus MM baseline")
-            report[name] = {"types": list(types), "atoms": list(quads[0]), "terms": [list(t) for t in torsion.terms],
-                            "rmse_kj_per_mol": float(torsion.fit_rmse_kj or 0.0), "plot": str(plot)}
+            plot = plot_torsion_fit(
+                output_dir / f"{name}_fit.png",
+                profile.achieved_angles_deg,
+                target,
+                torsion,
+                title=f"{name}: model minus MM baseline",
+            )
+            report[name] = {
+                "types": list(types),
+                "atoms": list(quads[0]),
+                "terms": [list(t) for t in torsion.terms],
+                "rmse_kj_per_mol": float(torsion.fit_rmse_kj or 0.0),
+                "plot": str(plot),
+            }
             logger.info("%s: fitted %s, RMSE %.3f kJ/mol", name, torsion.terms, torsion.fit_rmse_kj)
     frcmod = write_frcmod(output_dir / "refit.frcmod", fitted, title="biomol-nnp backbone refit")
     ffxml = write_ffxml(output_dir / "refit.xml", fitted)
@@ -85,5 +104,5 @@ def refit_backbone(
         reloaded = ffxml_profile([str(ffxml), *system.forcefield], str(system.vacuum_pdb), quad, profile.positions)
         expected = torsion.energy(np.deg2rad(profile.achieved_angles_deg))
         report[name]["ffxml_reload_rmse_kj_per_mol"] = float(np.sqrt(np.mean((reloaded - expected) ** 2)))
-    rmse = float(np.sqrt(np.mean([report[n]["rmse_kj_per_mol"] ** 2 for n in report])))
+    rmse = float(np.sqrt(np.mean([(t.fit_rmse_kj or 0.0) ** 2 for t in fitted])))
     return {"torsions": report, "frcmod": str(frcmod), "ffxml": str(ffxml), "rmse_kj_per_mol": rmse}

@@ -12,16 +12,17 @@ E_member = sum_a (e_a + E_self[Z_a]) + E_emb(q, alpha; MM charges), see `embeddi
 >>> scripted = torch.jit.script(ensemble)  # follows the deployed-model contract
 """
 
-from __future__ import annotations
-
 import torch
 
 from biomol_nnp.config import ModelSettings
 from biomol_nnp.models.descriptors import SymmetryFunctions
-from biomol_nnp.models.embedding import EmbeddingKernel, embedding_energy, minimum_image
+from biomol_nnp.models.embedding import EmbeddingKernel, embedding_energy
 
 POLARIZABILITY_SCALE = 1.0e-5
 """Scale of the softplus polarisability output, e^2 nm^2/(kJ/mol) (about 1e-3 nm^3 of volume)."""
+
+INITIAL_POLARIZABILITY_BIAS = -7.0
+"""Initial bias of the polarisability output: softplus(-7) = 9e-4, so alpha starts near 1e-8."""
 
 MAX_ATOMIC_NUMBER = 118
 
@@ -43,6 +44,13 @@ class ElementNetworks(torch.nn.Module):
     def __init__(self, num_elements: int, inputs: int, hidden: list[int]) -> None:
         super().__init__()
         self.networks = torch.nn.ModuleList([element_network(inputs, hidden, 3) for _ in range(num_elements)])
+        for network in self.networks:
+            last = network[-1]
+            # start near a flat, neutral, weakly polarisable region so early MD cannot blow up
+            torch.nn.init.normal_(last.weight, std=0.01)
+            torch.nn.init.zeros_(last.bias)
+            with torch.no_grad():
+                last.bias[2] = INITIAL_POLARIZABILITY_BIAS
 
     def forward(self, features: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
         flat_features = features.reshape(-1, features.shape[-1])
@@ -79,9 +87,7 @@ class NNPEnsemble(torch.nn.Module):
         self.members = torch.nn.ModuleList(
             [ElementNetworks(len(elements), self.descriptor.size, settings.hidden_layers) for _ in range(ensemble_size)]
         )
-        self.kernel = EmbeddingKernel(
-            settings.embedding_cutoff_nm, settings.embedding_switch_width_nm, settings.embedding_damping_nm
-        )
+        self.kernel = EmbeddingKernel(settings.embedding_damping_nm)
         element_index = torch.full((MAX_ATOMIC_NUMBER + 1,), -1, dtype=torch.long)
         element_index[torch.tensor(elements)] = torch.arange(len(elements))
         self.register_buffer("element_index", element_index)
@@ -145,28 +151,14 @@ class NNPEnsemble(torch.nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         dtype = self.self_energies.dtype
         cell = box.to(dtype).reshape(-1, 3)
-        mm_pos, mm_q = self.charges_in_range(positions.to(dtype), mm_positions.to(dtype), mm_charges.to(dtype), cell)
         return (
             positions.to(dtype).unsqueeze(0),
             self.species(atomic_numbers).unsqueeze(0),
             total_charge.to(dtype).reshape(1),
-            mm_pos.unsqueeze(0),
-            mm_q.unsqueeze(0),
+            mm_positions.to(dtype).reshape(1, -1, 3),
+            mm_charges.to(dtype).reshape(1, -1),
             cell,
         )
-
-    def charges_in_range(
-        self, positions: torch.Tensor, mm_positions: torch.Tensor, mm_charges: torch.Tensor, box: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The MM charges within the embedding cutoff of any region atom (the others contribute exactly zero)."""
-        if mm_positions.shape[0] == 0:
-            return mm_positions.reshape(0, 3), mm_charges.reshape(0)
-        vectors = positions.detach().unsqueeze(1) - mm_positions.detach().unsqueeze(0)
-        if box.shape[0] == 3:
-            vectors = minimum_image(vectors, box.detach())
-        nearest = torch.linalg.norm(vectors, dim=-1).min(0).values
-        keep = ((nearest < self.kernel.cutoff) & (mm_charges.detach() != 0)).nonzero().squeeze(1)
-        return mm_positions.index_select(0, keep), mm_charges.index_select(0, keep)
 
     @torch.jit.export
     def ensemble_energies(
@@ -201,7 +193,9 @@ class NNPEnsemble(torch.nn.Module):
         return energies.mean(), std
 
     @torch.jit.export
-    def charges(self, positions: torch.Tensor, atomic_numbers: torch.Tensor, total_charge: torch.Tensor) -> torch.Tensor:
+    def charges(
+        self, positions: torch.Tensor, atomic_numbers: torch.Tensor, total_charge: torch.Tensor
+    ) -> torch.Tensor:
         """Per-atom charges [N] e (member mean), summing to total_charge."""
         empty = torch.zeros(0, 3, dtype=positions.dtype)
         pos, species, charge, mm_pos, mm_q, cell = self._batched_inputs(

@@ -17,8 +17,6 @@ element list, -1 for padding atoms, which neither have nor contribute features).
 torch.Size([1, 5, 384])
 """
 
-from __future__ import annotations
-
 import math
 
 import torch

@@ -4,23 +4,22 @@ E_emb = k_e sum_a q_a phi_B(r_a) - 1/2 sum_a alpha_a |E_B(r_a)|^2, where phi_B a
 potential and field of the MM charges, computed with
 
 - a damped Coulomb kernel erf(r/a)/r so a close MM charge cannot blow up the energy,
-- a switch S(r) that takes the kernel smoothly (zero value and slope) to zero between
-  ``cutoff - switch_width`` and ``cutoff``, so forces are continuous when charges cross the cutoff,
 - minimum-image displacements when a periodic box is given.
+
+Which MM charges enter, and with what switching weight, is decided per molecule by
+`environment.py` (a group cutoff keeps neutral molecules neutral).
 
 Units: nm, e, kJ/mol; alpha in e^2 nm^2 / (kJ/mol), so alpha |E|^2 is in kJ/mol.
 All tensors are batched: region [B, N, 3], MM [B, M, 3]; padding MM charges are zero.
 
 >>> import torch
->>> kernel = EmbeddingKernel(cutoff=1.0, switch_width=0.1, damping=0.03)
+>>> kernel = EmbeddingKernel(damping=0.03)
 >>> potential, field = kernel(torch.zeros(1, 1, 3, dtype=torch.float64),
 ...     torch.tensor([[[0.5, 0.0, 0.0]]], dtype=torch.float64), torch.tensor([[1.0]], dtype=torch.float64),
 ...     torch.zeros(0, 3, dtype=torch.float64))
 >>> round(float(potential), 3)  # k_e * 1 e / 0.5 nm
 277.871
 """
-
-from __future__ import annotations
 
 import math
 
@@ -40,19 +39,17 @@ def minimum_image(displacements: torch.Tensor, box: torch.Tensor) -> torch.Tenso
 
 
 class EmbeddingKernel(torch.nn.Module):
-    """Potential [B, N] (kJ/mol/e) and field [B, N, 3] (kJ/mol/nm/e) of MM charges at region atoms."""
+    """Potential [B, N] (kJ/mol/e) and field [B, N, 3] (kJ/mol/nm/e) of MM charges at region atoms.
 
-    def __init__(self, cutoff: float, switch_width: float, damping: float) -> None:
+    Every given charge contributes (no cutoff here: callers pass whole molecules within the group
+    cutoff with switched charges, see `environment.py`); ``box`` of shape [3, 3] applies the minimum
+    image, an empty box [0, 3] means explicit coordinates.
+    """
+
+    def __init__(self, damping: float) -> None:
         super().__init__()
-        self.cutoff = cutoff
-        self.switch_start = cutoff - switch_width
         self.damping = damping
         self.coulomb = ELECTROSTATIC_CONSTANT
-
-    def switch(self, distances: torch.Tensor) -> torch.Tensor:
-        """1 below the switch start, 0 beyond the cutoff, a quintic smoothstep in between."""
-        x = ((distances - self.switch_start) / (self.cutoff - self.switch_start)).clamp(0.0, 1.0)
-        return 1.0 - x * x * x * (10.0 - 15.0 * x + 6.0 * x * x)
 
     def forward(
         self, positions: torch.Tensor, mm_positions: torch.Tensor, mm_charges: torch.Tensor, box: torch.Tensor
@@ -62,14 +59,11 @@ class EmbeddingKernel(torch.nn.Module):
             vectors = minimum_image(vectors, box)
         distances = torch.linalg.norm(vectors, dim=-1).clamp(min=1e-6)
         damped = torch.erf(distances / self.damping) / distances
-        kernel = self.coulomb * damped * self.switch(distances) * mm_charges.unsqueeze(1)
-        potential = kernel.sum(-1)
-        # field = -grad_r phi; computed analytically for the polarisation term only
-        d_damped = (2.0 / math.sqrt(math.pi) / self.damping) * torch.exp(-((distances / self.damping) ** 2))
-        d_damped = (d_damped - damped) / distances  # d/dr [erf(r/a)/r]
-        x = ((distances - self.switch_start) / (self.cutoff - self.switch_start)).clamp(0.0, 1.0)
-        d_switch = -30.0 * x * x * (1.0 - x) ** 2 / (self.cutoff - self.switch_start)
-        radial = self.coulomb * mm_charges.unsqueeze(1) * (d_damped * self.switch(distances) + damped * d_switch)
+        potential = (self.coulomb * damped * mm_charges.unsqueeze(1)).sum(-1)
+        # field = -grad_r phi, analytic (it enters the polarisation energy only)
+        gaussian = (2.0 / math.sqrt(math.pi) / self.damping) * torch.exp(-((distances / self.damping) ** 2))
+        d_damped = (gaussian - damped) / distances  # d/dr [erf(r/a)/r]
+        radial = self.coulomb * mm_charges.unsqueeze(1) * d_damped
         field = -(radial / distances).unsqueeze(-1) * vectors
         return potential, field.sum(2)
 

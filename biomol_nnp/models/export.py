@@ -2,7 +2,9 @@
 
 Contract (DESIGN.md): the scripted module's ``forward(positions [N,3] nm, atomic_numbers [N] int64,
 total_charge [] e, mm_positions [M,3] nm, mm_charges [M] e, box [3,3] nm or [0,3]) -> energy [] kJ/mol``
-(M may be 0; an empty box means no periodic boundaries). Exported methods:
+(M may be 0; an empty box means no periodic boundaries). Every MM charge given contributes; callers pass
+whole molecules within ``embedding_cutoff_nm`` of the region with charges scaled by the molecule switch
+(`biomol_nnp.models.environment`), as the training labels were made. Exported methods:
 
 - ``charges(positions, atomic_numbers, total_charge) -> [N]`` per-atom charges, e, summing to total_charge;
 - ``ensemble_energies(<forward arguments>) -> [K]`` the energy of each ensemble member, kJ/mol;
@@ -59,6 +61,7 @@ def build_metadata(
     ensemble_size: int,
     qm_method: str,
     training_data_hash: str,
+    embedding_switch_width_nm: float = 0.1,
     **extra: Any,
 ) -> dict[str, Any]:
     """Metadata dictionary for a deployed model, with the keys the contract requires."""
@@ -68,6 +71,7 @@ def build_metadata(
         "elements": sorted(int(z) for z in elements),
         "cutoff_nm": float(cutoff_nm),
         "embedding_cutoff_nm": float(embedding_cutoff_nm),
+        "embedding_switch_width_nm": float(embedding_switch_width_nm),
         "units": dict(UNITS),
         "ensemble_size": int(ensemble_size),
         "qm_method": qm_method,
@@ -85,8 +89,12 @@ def save_model(module: torch.nn.Module, path: str | os.PathLike, metadata: dict[
     scripted = module if isinstance(module, torch.jit.ScriptModule) else torch.jit.script(module)
     with atomic_path(path) as tmp:
         torch.jit.save(scripted, str(tmp), _extra_files={METADATA_FILE: json.dumps(metadata, indent=2)})
-    logger.info("wrote deployed model %s (%d members, elements %s)", path, metadata["ensemble_size"],
-                metadata["elements"])
+    logger.info(
+        "wrote deployed model %s (%d members, elements %s)",
+        path,
+        metadata["ensemble_size"],
+        metadata["elements"],
+    )
     return Path(path)
 
 
@@ -101,24 +109,31 @@ def load_model(path: str | os.PathLike) -> tuple[torch.jit.ScriptModule, dict[st
     """
     path = Path(path)
     if not path.is_file():
-        raise ModelFileError(f"model file {str(path)!r} does not exist; train one with `biomol-nnp train` "
-                             "or pass modelPath= the path of a model.pt")
+        raise ModelFileError(
+            f"model file {str(path)!r} does not exist; train one with `biomol-nnp train` "
+            "or pass modelPath= the path of a model.pt"
+        )
     if not zipfile.is_zipfile(path):
-        raise ModelFileError(f"{str(path)!r} is not a deployed biomol-nnp model (not a TorchScript archive); "
-                             "export one with biomol_nnp.models.export.save_model")
+        raise ModelFileError(
+            f"{str(path)!r} is not a deployed biomol-nnp model (not a TorchScript archive); "
+            "export one with biomol_nnp.models.export.save_model"
+        )
     extra = {METADATA_FILE: ""}
     try:
         module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
     except RuntimeError as err:
         raise ModelFileError(f"{str(path)!r} could not be loaded as TorchScript: {err}") from err
     if not extra[METADATA_FILE]:
-        raise ModelFileError(f"{str(path)!r} is TorchScript but has no {METADATA_FILE}; it is not a deployed "
-                             "biomol-nnp model (export it with save_model)")
+        raise ModelFileError(
+            f"{str(path)!r} is TorchScript but has no {METADATA_FILE}; it is not a deployed "
+            "biomol-nnp model (export it with save_model)"
+        )
     metadata = json.loads(extra[METADATA_FILE])
     missing = [key for key in REQUIRED_METADATA if key not in metadata]
     if missing or metadata.get("format") != MODEL_FORMAT:
-        raise ModelFileError(f"{str(path)!r} metadata is not a biomol-nnp model's (missing {missing}, "
-                             f"format {metadata.get('format')!r})")
+        raise ModelFileError(
+            f"{str(path)!r} metadata is not a biomol-nnp model's (missing {missing}, format {metadata.get('format')!r})"
+        )
     absent = [name for name in REQUIRED_METHODS if not hasattr(module, name)]
     if absent:
         raise ModelFileError(f"{str(path)!r} lacks the exported methods {absent} the contract requires")
@@ -131,8 +146,10 @@ def check_elements(metadata: dict[str, Any], atomic_numbers: list[int], where: s
     covered = set(metadata["elements"])
     missing = sorted(set(int(z) for z in atomic_numbers) - covered)
     if missing:
-        raise ModelFileError(f"the model covers elements {sorted(covered)} but {where} contains atomic numbers "
-                             f"{missing}; train a model on labels that include them or shrink the region")
+        raise ModelFileError(
+            f"the model covers elements {sorted(covered)} but {where} contains atomic numbers "
+            f"{missing}; train a model on labels that include them or shrink the region"
+        )
 
 
 def file_hash(path: str | os.PathLike) -> str:

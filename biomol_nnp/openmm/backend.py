@@ -27,6 +27,7 @@ import openmm.unit as u
 import torch
 
 from biomol_nnp.exceptions import InputError, SimulationError
+from biomol_nnp.models.environment import embedding_environment
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +82,7 @@ class ModelForceCallback:
         periodic: bool = False,
         torch_threads: int = 1,
         embedding: bool = True,
+        mm_molecules: Sequence[int] | None = None,
     ) -> None:
         if len(ml_atoms) == 0:
             raise InputError("ml_atoms is empty; give the indices of at least one ML region atom")
@@ -99,8 +101,7 @@ class ModelForceCallback:
         overlap = set(ml_atoms) & set(mm_atoms)
         if overlap:
             raise InputError(
-                f"atoms {sorted(overlap)[:10]} are both ML atoms and MM charges; "
-                "an atom belongs to one region only"
+                f"atoms {sorted(overlap)[:10]} are both ML atoms and MM charges; an atom belongs to one region only"
             )
         self.model_path = str(Path(model_path).resolve())
         self.ml_atoms = [int(i) for i in ml_atoms]
@@ -109,8 +110,18 @@ class ModelForceCallback:
         self.embedding = bool(embedding)
         self.mm_atoms = [int(i) for i in mm_atoms] if self.embedding else []
         self.mm_charges = [float(q) for q in mm_charges] if self.embedding else []
+        molecules = list(range(len(self.mm_atoms))) if mm_molecules is None else list(mm_molecules)
+        if self.embedding and len(molecules) != len(self.mm_atoms):
+            raise InputError(
+                f"mm_molecules has {len(molecules)} entries but mm_atoms has {len(mm_atoms)}; "
+                "give the molecule (residue) index of each MM atom"
+            )
+        renumber = {m: k for k, m in enumerate(dict.fromkeys(molecules))}
+        self.mm_molecules = [renumber[m] for m in molecules] if self.embedding else []
         self.periodic = bool(periodic)
         self.torch_threads = int(torch_threads)
+        self.cutoff_nm = 0.0
+        self.switch_width_nm = 0.0
         self._module: Any = None
         self._tensors: dict[str, torch.Tensor] = {}
 
@@ -130,8 +141,11 @@ class ModelForceCallback:
     def _load(self) -> None:
         from biomol_nnp.models.export import load_model
 
-        self._module, _ = load_model(self.model_path)
+        self._module, metadata = load_model(self.model_path)
+        self.cutoff_nm = float(metadata["embedding_cutoff_nm"])
+        self.switch_width_nm = float(metadata.get("embedding_switch_width_nm", 0.1))
         self._tensors = {
+            "mm_molecules": torch.tensor(self.mm_molecules, dtype=torch.int64),
             "atomic_numbers": torch.tensor(self.atomic_numbers, dtype=torch.int64),
             "total_charge": torch.tensor(self.total_charge, dtype=torch.float64),
             "mm_charges": torch.tensor(self.mm_charges, dtype=torch.float64),
@@ -178,13 +192,14 @@ class ModelForceCallback:
             torch.set_num_threads(self.torch_threads)
         try:
             all_positions = torch.from_numpy(positions).requires_grad_(True)
+            mm_positions, mm_charges = self._environment(all_positions[:n_ml], all_positions[n_ml:], box)
             energy = self._module(
                 all_positions[:n_ml],
                 self._tensors["atomic_numbers"],
                 self._tensors["total_charge"],
-                all_positions[n_ml:],
-                self._tensors["mm_charges"],
-                box,
+                mm_positions,
+                mm_charges,
+                self._tensors["no_box"],
             )
             (gradient,) = torch.autograd.grad(energy, all_positions, allow_unused=True)
         finally:
@@ -198,6 +213,22 @@ class ModelForceCallback:
             )
         forces = np.zeros_like(positions) if gradient is None else -gradient.detach().numpy()
         return value, forces
+
+    def _environment(
+        self, region: torch.Tensor, mm_positions: torch.Tensor, box: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Whole MM molecules within the embedding cutoff, imaged next to the region, charges switched."""
+        if not self.mm_atoms:
+            return mm_positions.reshape(0, 3), self._tensors["mm_charges"]
+        return embedding_environment(
+            region,
+            mm_positions,
+            self._tensors["mm_charges"],
+            self._tensors["mm_molecules"],
+            box if box.shape[0] == 3 else None,
+            self.cutoff_nm,
+            self.switch_width_nm,
+        )
 
     def __call__(self, state: openmm.State) -> tuple[float, np.ndarray]:
         """PythonForce entry point: read positions (nm) and box from ``state``, return energy and forces."""
@@ -213,9 +244,7 @@ def _minimum_image(delta: np.ndarray, box: np.ndarray) -> np.ndarray:
     return delta - np.outer(np.round(delta[:, 0] / box[0, 0]), box[0])
 
 
-def make_force(
-    callback: ModelForceCallback, force_group: int = 0, name: str = "BiomolNNP"
-) -> openmm.PythonForce:
+def make_force(callback: ModelForceCallback, force_group: int = 0, name: str = "BiomolNNP") -> openmm.PythonForce:
     """An ``openmm.PythonForce`` running ``callback`` on its particles, in ``force_group``."""
     force = openmm.PythonForce(callback)
     force.setParticles(callback.particles())
@@ -237,6 +266,7 @@ def create_force(
     embedding: bool = True,
     force_group: int = 0,
     backend: str = "python",
+    mm_molecules: Sequence[int] | None = None,
 ) -> openmm.Force:
     """Create the OpenMM Force evaluating a deployed model; the single place a backend is chosen.
 
@@ -271,14 +301,23 @@ def create_force(
         )
     if backend != "python":
         raise InputError(f"backend={backend!r} is not known; choose one of {list(BACKENDS)}")
-    kept = [(int(i), float(q)) for i, q in zip(mm_atoms, mm_charges, strict=True) if float(q) != 0.0]
+    molecules = list(range(len(mm_atoms))) if mm_molecules is None else list(mm_molecules)
+    if len(molecules) != len(mm_atoms):
+        raise InputError(
+            f"mm_molecules has {len(molecules)} entries but mm_atoms has {len(mm_atoms)}; "
+            "give the molecule (residue) index of each MM atom"
+        )
+    kept = [
+        (int(i), float(q), int(m)) for i, q, m in zip(mm_atoms, mm_charges, molecules, strict=True) if float(q) != 0.0
+    ]
     callback = ModelForceCallback(
         model_path,
         ml_atoms,
         atomic_numbers,
         total_charge,
-        mm_atoms=[i for i, _ in kept],
-        mm_charges=[q for _, q in kept],
+        mm_atoms=[i for i, _, _ in kept],
+        mm_charges=[q for _, q, _ in kept],
+        mm_molecules=[m for _, _, m in kept],
         periodic=periodic,
         torch_threads=torch_threads,
         embedding=embedding,

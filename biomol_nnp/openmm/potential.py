@@ -106,7 +106,11 @@ class BiomolNNPPotentialImpl(MLPotentialImpl):
         periodic: bool,
         force_group: int,
     ) -> openmm.Force:
-        """The force evaluating the model on ``atoms`` with MM charges ``mm_charges`` (e) on ``mm_atoms``."""
+        """The force evaluating the model on ``atoms`` with MM charges ``mm_charges`` (e) on ``mm_atoms``.
+
+        Each MM atom's residue is its charge group for the molecule-based embedding cutoff.
+        """
+        residue_of = {atom.index: atom.residue.index for atom in topology.atoms()}
         return create_force(
             self.model_path,
             atoms,
@@ -114,6 +118,7 @@ class BiomolNNPPotentialImpl(MLPotentialImpl):
             total_charge,
             mm_atoms=mm_atoms,
             mm_charges=mm_charges,
+            mm_molecules=[residue_of[i] for i in mm_atoms],
             periodic=periodic,
             torch_threads=self.torch_threads,
             embedding=bool(mm_atoms),

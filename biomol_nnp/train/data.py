@@ -128,8 +128,10 @@ def fit_self_energies(samples: Sequence[TrainingSample], elements: Sequence[int]
     for row, sample in enumerate(samples):
         for z in sample.atomic_numbers:
             if int(z) not in index:
-                raise InputError(f"atomic number {int(z)} in the labels is not among the model elements "
-                                 f"{sorted(elements)}; add it to ModelSettings.elements")
+                raise InputError(
+                    f"atomic number {int(z)} in the labels is not among the model elements "
+                    f"{sorted(elements)}; add it to ModelSettings.elements"
+                )
             counts[row, index[int(z)]] += 1
     energies = np.array([s.energy for s in samples])
     solution, *_ = np.linalg.lstsq(counts, energies, rcond=None)
@@ -140,20 +142,24 @@ def samples_from_store(store: LabelStore) -> list[TrainingSample]:
     """Training samples from the ok records of a labels store (embedding energy NaN without point charges)."""
     samples = []
     for record in store.load_training_arrays():
-        samples.append(TrainingSample(
-            atomic_numbers=record.atomic_numbers,
-            positions=record.positions,
-            total_charge=float(record.total_charge),
-            energy=float(record.energy),
-            forces=record.forces,
-            charges=record.charges,
-            mm_positions=record.mm_positions,
-            mm_charges=record.mm_charges,
-            embedding_energy=float(record.embedding_energy) if record.has_point_charges else float("nan"),
-            trajectory_id=int(record.trajectory_id),
-            source=str(record.source),
-        ))
+        samples.append(
+            TrainingSample(
+                atomic_numbers=record.atomic_numbers,
+                positions=record.positions,
+                total_charge=float(record.total_charge),
+                energy=float(record.energy),
+                forces=record.forces,
+                charges=record.charges,
+                mm_positions=record.mm_positions,
+                mm_charges=record.mm_charges,
+                embedding_energy=float(record.embedding_energy) if record.has_point_charges else float("nan"),
+                trajectory_id=int(record.trajectory_id),
+                source=str(record.source),
+            )
+        )
     if not samples:
-        raise InputError(f"{store.path} holds no successfully labelled configuration; check its failure reasons "
-                         "(`LabelStore.failure_reasons()`) and label again")
+        raise InputError(
+            f"{store.path} holds no successfully labelled configuration; check its failure reasons "
+            "(`LabelStore.failure_reasons()`) and label again"
+        )
     return samples

@@ -72,20 +72,32 @@ def predict(model: NNPEnsemble, batch: Batch, create_graph: bool) -> Predictions
         forces.append(-gradient)
     member_forces = torch.stack(forces)
     return Predictions(
-        energy=vacuum.mean(0), forces=member_forces.mean(0), charges=charges.mean(0),
-        embedding=embedding.mean(0), member_energy=vacuum, member_forces=member_forces,
-        member_charges=charges, member_embedding=embedding,
+        energy=vacuum.mean(0),
+        forces=member_forces.mean(0),
+        charges=charges.mean(0),
+        embedding=embedding.mean(0),
+        member_energy=vacuum,
+        member_forces=member_forces,
+        member_charges=charges,
+        member_embedding=embedding,
     )
 
 
 class LossFunction:
     """Weighted, variance-normalised squared errors summed over members."""
 
-    def __init__(self, samples: Sequence[TrainingSample], settings: TrainSettings, self_energies: np.ndarray,
-                 elements: Sequence[int]) -> None:
+    def __init__(
+        self,
+        samples: Sequence[TrainingSample],
+        settings: TrainSettings,
+        self_energies: np.ndarray,
+        elements: Sequence[int],
+    ) -> None:
         index = {z: i for i, z in enumerate(sorted(elements))}
-        residual = [(s.energy - sum(self_energies[index[int(z)]] for z in s.atomic_numbers)) / len(s.atomic_numbers)
-                    for s in samples]
+        residual = [
+            (s.energy - sum(self_energies[index[int(z)]] for z in s.atomic_numbers)) / len(s.atomic_numbers)
+            for s in samples
+        ]
         forces = np.concatenate([s.forces.ravel() for s in samples])
         charges = np.concatenate([s.charges for s in samples])
         embedding = np.array([s.embedding_energy for s in samples if not np.isnan(s.embedding_energy)])
@@ -94,6 +106,7 @@ class LossFunction:
         self.charge_var = max(float(np.var(charges)), 1e-8)
         self.embedding_var = max(float(np.var(embedding)) if len(embedding) else 1.0, 1e-6)
         self.settings = settings
+        self.last_terms: dict[str, float] = {}
 
     def __call__(self, model: NNPEnsemble, batch: Batch, create_graph: bool = True) -> torch.Tensor:
         out = predict(model, batch, create_graph)
@@ -107,24 +120,27 @@ class LossFunction:
         mask = batch.has_embedding.to(batch.positions.dtype)
         embedding_error = (out.member_embedding - batch.embedding_energy) ** 2 * mask
         s = self.settings
-        loss = (
-            s.energy_weight * energy_error.mean() / self.energy_var
-            + s.force_weight * force_error.mean() / self.force_var
-            + s.charge_weight * charge_error.mean() / self.charge_var
-            + s.embedding_weight * embedding_error.sum() / max(float(mask.sum()), 1.0) / self.embedding_var
-        )
+        terms = {
+            "energy": s.energy_weight * energy_error.mean() / self.energy_var,
+            "force": s.force_weight * force_error.mean() / self.force_var,
+            "charge": s.charge_weight * charge_error.mean() / self.charge_var,
+            "embedding": s.embedding_weight * embedding_error.sum() / max(float(mask.sum()), 1.0) / self.embedding_var,
+        }
+        self.last_terms = {name: float(value.detach()) for name, value in terms.items()}
+        loss = terms["energy"] + terms["force"] + terms["charge"] + terms["embedding"]
         return loss * out.member_energy.shape[0]
 
 
-def evaluate(model: NNPEnsemble, samples: Sequence[TrainingSample], dtype: torch.dtype,
-             batch_size: int = 32) -> dict[str, float]:
+def evaluate(
+    model: NNPEnsemble, samples: Sequence[TrainingSample], dtype: torch.dtype, batch_size: int = 32
+) -> dict[str, float]:
     """Mean absolute errors of the ensemble mean on ``samples`` (kJ/mol and kcal/mol based units)."""
     if not samples:
         return {}
     sums = {"energy": 0.0, "force": 0.0, "charge": 0.0, "embedding": 0.0}
     counts = {"energy": 0, "force": 0, "charge": 0, "embedding": 0}
     for start in range(0, len(samples), batch_size):
-        batch = collate(samples[start:start + batch_size], dtype)
+        batch = collate(samples[start : start + batch_size], dtype)
         out = predict(model, batch, create_graph=False)
         species = model.species(batch.atomic_numbers)
         real = species >= 0
@@ -148,16 +164,19 @@ def evaluate(model: NNPEnsemble, samples: Sequence[TrainingSample], dtype: torch
     }
 
 
-def initialise(samples: Sequence[TrainingSample], model_settings: ModelSettings,
-               settings: TrainSettings) -> tuple[NNPEnsemble, np.ndarray]:
+def initialise(
+    samples: Sequence[TrainingSample], model_settings: ModelSettings, settings: TrainSettings
+) -> tuple[NNPEnsemble, np.ndarray]:
     """A seeded ensemble with self energies fitted by linear regression and an energy scale."""
     torch.manual_seed(settings.seed)
     model = build_ensemble(model_settings, settings.ensemble_size)
     self_energies = fit_self_energies(samples, model_settings.elements)
     model.self_energies.copy_(torch.from_numpy(self_energies))
     index = {z: i for i, z in enumerate(sorted(model_settings.elements))}
-    residual = [(s.energy - sum(self_energies[index[int(z)]] for z in s.atomic_numbers)) / len(s.atomic_numbers)
-                for s in samples]
+    residual = [
+        (s.energy - sum(self_energies[index[int(z)]] for z in s.atomic_numbers)) / len(s.atomic_numbers)
+        for s in samples
+    ]
     model.energy_scale.fill_(max(float(np.std(residual)), 1.0))
     return model, self_energies
 
@@ -173,18 +192,24 @@ def train_ensemble(
     ``progress(epoch, epochs, loss)`` is called after each epoch (the CLI passes a progress bar).
     """
     if len(samples) < 2:
-        raise InputError(f"training needs at least 2 labelled configurations, got {len(samples)}; "
-                         "sample and label more frames")
+        raise InputError(
+            f"training needs at least 2 labelled configurations, got {len(samples)}; "
+            "sample and label more frames"
+        )
     dtype = torch.float32 if settings.dtype == "float32" else torch.float64
     train, test = split_by_trajectory(samples, settings.validation_fraction, settings.seed)
     if not test:
-        raise InputError("the trajectory split left no configuration for testing; sample more frames or "
-                         "trajectories, or raise validation_fraction")
+        raise InputError(
+            "the trajectory split left no configuration for testing; sample more frames or "
+            "trajectories, or raise validation_fraction"
+        )
     model, _ = initialise(train, model_settings, settings)
     model = model.to(dtype)
     loss_fn = LossFunction(train, settings, model.self_energies.double().numpy(), model_settings.elements)
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, settings.epochs, settings.learning_rate / 20)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+        optimizer, settings.epochs, settings.learning_rate / 20
+    )
     rng = np.random.default_rng(settings.seed)
     best_loss, best_state, history = float("inf"), copy.deepcopy(model.state_dict()), []
     test_batch = collate(test, dtype)
@@ -194,7 +219,7 @@ def train_ensemble(
         order = rng.permutation(len(train))
         epoch_loss = 0.0
         for start in range(0, len(train), settings.batch_size):
-            batch = collate([train[i] for i in order[start:start + settings.batch_size]], dtype)
+            batch = collate([train[i] for i in order[start : start + settings.batch_size]], dtype)
             optimizer.zero_grad()
             loss = loss_fn(model, batch)
             loss.backward()
@@ -211,9 +236,19 @@ def train_ensemble(
     model = model.double()
     model.eval()
     metrics = {"train": evaluate(model, train, torch.float64), "test": evaluate(model, test, torch.float64)}
-    metrics["training"] = {"seconds": time.perf_counter() - started, "epochs": float(settings.epochs),
-                           "best_test_loss": best_loss}
-    logger.info("trained %d members on %d configurations (%d held out) in %.0f s; test %s",
-                settings.ensemble_size, len(train), len(test), metrics["training"]["seconds"], metrics["test"])
-    return TrainingResult(model=model, metrics=metrics, history=history, test_samples=list(test),
-                          train_samples=list(train))
+    metrics["training"] = {
+        "seconds": time.perf_counter() - started,
+        "epochs": float(settings.epochs),
+        "best_test_loss": best_loss,
+    }
+    logger.info(
+        "trained %d members on %d configurations (%d held out) in %.0f s; test %s",
+        settings.ensemble_size,
+        len(train),
+        len(test),
+        metrics["training"]["seconds"],
+        metrics["test"],
+    )
+    return TrainingResult(
+        model=model, metrics=metrics, history=history, test_samples=list(test), train_samples=list(train)
+    )

@@ -12,6 +12,7 @@ import torch
 
 from biomol_nnp.config import ModelSettings
 from biomol_nnp.models.ani import build_ensemble
+from biomol_nnp.models.environment import embedding_environment
 from biomol_nnp.models.export import build_metadata, save_model
 
 ATOMIC_NUMBERS = torch.tensor([6, 1, 1, 1, 6, 8, 7, 1, 6, 1])
@@ -25,8 +26,12 @@ def model_file(tmp_path_factory):
     ensemble = build_ensemble(settings, ensemble_size=3).double()
     ensemble.self_energies.copy_(torch.tensor([-1500.0, -100000.0, -140000.0, -197000.0]))
     ensemble.energy_scale.fill_(20.0)
-    metadata = build_metadata(settings.elements, settings.radial_cutoff_nm, settings.embedding_cutoff_nm, 3,
-                              "GFN2-xTB", "test")
+    for member in ensemble.members:  # away from the near-flat initial state, so every term matters
+        for network in member.networks:
+            torch.nn.init.normal_(network[-1].weight, std=0.3)
+    metadata = build_metadata(
+        settings.elements, settings.radial_cutoff_nm, settings.embedding_cutoff_nm, 3, "GFN2-xTB", "test"
+    )
     return save_model(ensemble, tmp_path_factory.mktemp("model") / "model.pt", metadata)
 
 
@@ -83,11 +88,15 @@ def test_forces_match_finite_differences(model, geometry):
             plus[atom, axis] += step
             minus[atom, axis] -= step
             if other == "region":
-                e_plus, e_minus = energy(model, plus, mm_positions, mm_charges), energy(model, minus, mm_positions,
-                                                                                       mm_charges)
+                e_plus, e_minus = (
+                    energy(model, plus, mm_positions, mm_charges),
+                    energy(model, minus, mm_positions, mm_charges),
+                )
             else:
-                e_plus, e_minus = energy(model, positions, plus, mm_charges), energy(model, positions, minus,
-                                                                                     mm_charges)
+                e_plus, e_minus = (
+                    energy(model, positions, plus, mm_charges),
+                    energy(model, positions, minus, mm_charges),
+                )
             numeric = float(e_plus - e_minus) / (2 * step)
             assert numeric == pytest.approx(float(grad[atom, axis]), rel=1e-5, abs=1e-4)
 
@@ -121,24 +130,67 @@ def test_zero_mm_charges_give_vacuum_energy(model, geometry):
     positions, mm_positions, mm_charges = geometry
     vacuum = energy(model, positions)
     assert float(energy(model, positions, mm_positions, torch.zeros_like(mm_charges))) == pytest.approx(
-        float(vacuum), abs=1e-9)
+        float(vacuum), abs=1e-9
+    )
     assert float(energy(model, positions, mm_positions, mm_charges)) != pytest.approx(float(vacuum), abs=1e-3)
 
 
-def test_far_charges_do_not_contribute_and_cutoff_is_continuous(model, geometry):
+def environment_energy(model, positions, water, box=None):
+    """Model energy with a TIP3P water as the MM environment, selected and switched by molecule."""
+    charges = torch.tensor([-0.834, 0.417, 0.417], dtype=torch.float64)
+    mm_positions, mm_charges = embedding_environment(
+        positions, water, charges, torch.zeros(3, dtype=torch.long), box, cutoff=1.0, switch_width=0.1
+    )
+    assert float(mm_charges.sum()) == pytest.approx(0.0, abs=1e-12)  # a switched molecule stays neutral
+    return energy(model, positions, mm_positions, mm_charges)
+
+
+def test_water_crossing_the_group_cutoff_is_continuous(model, geometry):
     positions, _, _ = geometry
     vacuum = float(energy(model, positions))
-    far = torch.tensor([[3.0, 0.0, 0.0]], dtype=torch.float64) + positions.mean(0)
-    assert float(energy(model, positions, far, torch.tensor([1.0], dtype=torch.float64))) == pytest.approx(vacuum,
-                                                                                                        abs=1e-12)
-    # walk one charge through the switching region: energy changes smoothly to zero
-    distances = np.linspace(0.85, 1.5, 66)
-    values = []
-    for d in distances:
-        point = positions[0] + torch.tensor([d, 0.0, 0.0], dtype=torch.float64)
-        values.append(float(energy(model, positions, point[None], torch.tensor([0.5], dtype=torch.float64))) - vacuum)
-    steps = np.abs(np.diff(values))
-    assert steps.max() < 5 * np.median(steps[steps > 0]) + 1e-9
+    shape = torch.tensor([[0.0, 0.0, 0.0], [0.06, 0.075, 0.0], [0.06, -0.075, 0.0]], dtype=torch.float64)
+    far_side = positions[:, 0].max()
+    step = 0.002
+    energies, forces = [], []
+    for d in np.arange(0.70, 1.20, step):
+        water = (shape + torch.tensor([far_side + d, 0.2, 0.2], dtype=torch.float64)).requires_grad_(True)
+        e = environment_energy(model, positions, water)
+        (gradient,) = torch.autograd.grad(e, water, allow_unused=True)
+        energies.append(float(e) - vacuum)
+        forces.append(0.0 if gradient is None else float(gradient[:, 0].sum()))
+    energies, forces = np.array(energies), np.abs(np.array(forces))
+    bound = np.maximum(forces[:-1], forces[1:]) * step * 1.5 + 1e-9
+    assert np.all(np.abs(np.diff(energies)) <= bound)  # no jump anywhere, including the switch
+    assert energies[-1] == 0.0 and forces[-1] == 0.0  # beyond the cutoff the water is not seen
+    assert abs(energies[0]) > 1e-4
+
+
+def test_switched_environment_forces_match_finite_differences(model, geometry):
+    positions, _, _ = geometry
+    shape = torch.tensor([[0.0, 0.0, 0.0], [0.06, 0.075, 0.0], [0.06, -0.075, 0.0]], dtype=torch.float64)
+    water = shape + torch.tensor([positions[:, 0].max() + 0.95, 0.2, 0.2], dtype=torch.float64)  # in the switch
+    x = water.clone().requires_grad_(True)
+    (gradient,) = torch.autograd.grad(environment_energy(model, positions, x), x)
+    h = 1e-4  # the absolute energy is ~6e5 kJ/mol: a smaller step loses digits
+    for atom, axis in [(0, 0), (1, 1), (2, 0)]:
+        plus, minus = water.clone(), water.clone()
+        plus[atom, axis] += h
+        minus[atom, axis] -= h
+        numeric = (
+            float(environment_energy(model, positions, plus)) - float(environment_energy(model, positions, minus))
+        ) / (2 * h)
+        assert numeric == pytest.approx(float(gradient[atom, axis]), rel=1e-4, abs=1e-6)
+
+
+def test_environment_images_molecules_next_to_the_region(model, geometry):
+    positions, _, _ = geometry
+    box = torch.diag(torch.tensor([3.0, 3.0, 3.0], dtype=torch.float64))
+    shape = torch.tensor([[0.0, 0.0, 0.0], [0.06, 0.075, 0.0], [0.06, -0.075, 0.0]], dtype=torch.float64)
+    water = shape + positions[0] + torch.tensor([0.4, 0.0, 0.0], dtype=torch.float64)
+    reference = environment_energy(model, positions, water, box)
+    assert float(environment_energy(model, positions, water + box[0] - 2 * box[2], box)) == pytest.approx(
+        float(reference), abs=1e-9
+    )
 
 
 def test_periodic_images_and_box(model, geometry):
