@@ -114,7 +114,9 @@ class ModelSettings(Settings):
     angular_zeta: float = Field(32.0, gt=0, description="Angular resolution exponent zeta.")
     hidden_layers: list[int] = Field([64, 32], description="Hidden layer widths of each element network.")
     embedding_cutoff_nm: float = Field(
-        1.0, gt=0, description="Group cutoff: MM molecules whose closest atom is farther from the region are ignored, nm."
+        1.0,
+        gt=0,
+        description="Group cutoff: MM molecules whose closest atom is farther from the region are ignored, nm.",
     )
     embedding_switch_width_nm: float = Field(
         0.1, gt=0, description="Width of the molecule switch below the embedding cutoff, nm."

@@ -43,14 +43,16 @@ class ElementNetworks(torch.nn.Module):
 
     def __init__(self, num_elements: int, inputs: int, hidden: list[int]) -> None:
         super().__init__()
-        self.networks = torch.nn.ModuleList([element_network(inputs, hidden, 3) for _ in range(num_elements)])
-        for network in self.networks:
+        networks = [element_network(inputs, hidden, 3) for _ in range(num_elements)]
+        for network in networks:
             last = network[-1]
+            assert isinstance(last, torch.nn.Linear)
             # start near a flat, neutral, weakly polarisable region so early MD cannot blow up
             torch.nn.init.normal_(last.weight, std=0.01)
             torch.nn.init.zeros_(last.bias)
             with torch.no_grad():
                 last.bias[2] = INITIAL_POLARIZABILITY_BIAS
+        self.networks = torch.nn.ModuleList(networks)
 
     def forward(self, features: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
         flat_features = features.reshape(-1, features.shape[-1])
