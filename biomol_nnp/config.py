@@ -130,7 +130,7 @@ class TrainSettings(Settings):
     """Training of the ensemble."""
 
     ensemble_size: int = Field(3, ge=1, description="Number of independently initialised members.")
-    epochs: int = Field(300, ge=1, description="Training epochs per member.")
+    epochs: int = Field(200, ge=1, description="Training epochs per member.")
     batch_size: int = Field(16, ge=1, description="Configurations per optimiser step.")
     learning_rate: float = Field(3e-3, gt=0, description="Initial Adam learning rate.")
     energy_weight: float = Field(

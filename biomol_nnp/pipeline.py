@@ -21,6 +21,9 @@ from biomol_nnp.io import write_json_atomic
 
 logger = logging.getLogger(__name__)
 
+CPU_THREADS = 2
+"""Threads of the OpenMM CPU platform for the MM parts (the model itself runs single-threaded)."""
+
 
 def quick_settings(settings: PipelineSettings) -> PipelineSettings:
     """A copy of ``settings`` shrunk so every stage runs in seconds (tests, smoke runs)."""
@@ -53,7 +56,7 @@ def sample_and_label(settings: PipelineSettings, labels_path: Path, progress: bo
     from biomol_nnp.qm.labels import LabelStore
     from biomol_nnp.qm.sampling import sample_md_configurations
 
-    configs = sample_md_configurations(settings.system, settings.sampling, progress=progress)
+    configs = sample_md_configurations(settings.system, settings.sampling, progress=progress, threads=CPU_THREADS)
     done = len(LabelStore(labels_path)) if labels_path.exists() else 0
     if done >= len(configs):
         logger.info("labels: %s already holds %d configurations; nothing to label", labels_path, done)

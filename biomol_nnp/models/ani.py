@@ -71,6 +71,8 @@ class NNPEnsemble(torch.nn.Module):
     element_index: torch.Tensor
     self_energies: torch.Tensor
     energy_scale: torch.Tensor
+    feature_mean: torch.Tensor
+    feature_scale: torch.Tensor
 
     def __init__(self, settings: ModelSettings, ensemble_size: int) -> None:
         super().__init__()
@@ -95,6 +97,8 @@ class NNPEnsemble(torch.nn.Module):
         self.register_buffer("element_index", element_index)
         self.register_buffer("self_energies", torch.zeros(len(elements)))
         self.register_buffer("energy_scale", torch.ones(()))
+        self.register_buffer("feature_mean", torch.zeros(self.descriptor.size))
+        self.register_buffer("feature_scale", torch.ones(self.descriptor.size))
         self.polarizability_scale = POLARIZABILITY_SCALE
 
     def species(self, atomic_numbers: torch.Tensor) -> torch.Tensor:
@@ -116,7 +120,7 @@ class NNPEnsemble(torch.nn.Module):
         Returns vacuum energies without self energies [K, B] kJ/mol, charges [K, B, N] e and
         embedding energies [K, B] kJ/mol.
         """
-        features = self.descriptor(positions, species)
+        features = (self.descriptor(positions, species) - self.feature_mean) * self.feature_scale
         real = (species >= 0).to(positions.dtype)
         count = real.sum(-1)
         has_mm = mm_positions.shape[1] > 0

@@ -178,7 +178,19 @@ def initialise(
         for s in samples
     ]
     model.energy_scale.fill_(max(float(np.std(residual)), 1.0))
+    standardise_features(model, samples)
     return model, self_energies
+
+
+def standardise_features(model: NNPEnsemble, samples: Sequence[TrainingSample]) -> None:
+    """Set the descriptor shift and scale so each feature has zero mean and unit variance on real atoms."""
+    with torch.no_grad():
+        batch = collate(samples, torch.float64)
+        species = model.species(batch.atomic_numbers)
+        features = copy.deepcopy(model.descriptor).double()(batch.positions, species)[species >= 0]
+        mean, std = features.mean(0), features.std(0)
+        model.feature_mean.copy_(mean.float())
+        model.feature_scale.copy_(torch.where(std > 1e-6, 1.0 / std.clamp(min=1e-6), torch.zeros_like(std)).float())
 
 
 def train_ensemble(
