@@ -155,6 +155,7 @@ def simulate(settings: PipelineSettings, output_dir: Path, progress: bool = Fals
         settings.simulation,
         output_dir,
         progress=progress,
+        threads=CPU_THREADS,
         mm_benchmark_steps=max(settings.simulation.steps, 200),
     )
     return {
