@@ -86,10 +86,29 @@ class SamplingSettings(Settings):
     )
 
 
-class LabelSettings(Settings):
-    """The QM method that labels configurations."""
+class DFTSettings(Settings):
+    """Kohn-Sham DFT through PySCF (used when ``LabelSettings.method`` is ``"DFT"``)."""
 
-    method: Literal["GFN2-xTB"] = Field("GFN2-xTB", description="QM method; GFN2-xTB through xtb-python.")
+    functional: str = Field("B3LYP", description="Exchange-correlation functional, as PySCF/libxc names it.")
+    basis: str = Field("def2-SVP", description="Gaussian basis set, as PySCF names it.")
+    dispersion: Literal["d3bj", "d3zero", "d4", "none"] = Field(
+        "d3bj", description="Empirical dispersion through pyscf-dispersion ('none' to switch it off)."
+    )
+    density_fitting: bool = Field(True, description="Resolution of the identity for the Coulomb/exchange terms.")
+    conv_tol: float = Field(1e-9, gt=0, description="SCF energy convergence threshold, Hartree.")
+    max_cycle: int = Field(100, ge=1, description="Maximum SCF iterations.")
+    grid_level: int = Field(3, ge=0, le=9, description="PySCF DFT integration grid level (0 coarse .. 9 fine).")
+    max_memory_mb: int = Field(2000, ge=100, description="Memory PySCF may use per calculation, MB.")
+
+
+class LabelSettings(Settings):
+    """The QM method that labels configurations, and how the labeling job runs."""
+
+    method: Literal["GFN2-xTB", "GFN2-xTB-tblite", "DFT", "MM"] = Field(
+        "GFN2-xTB",
+        description="Engine: 'GFN2-xTB' (xtb-python, point charges), 'GFN2-xTB-tblite' (tblite, vacuum only), "
+        "'DFT' (PySCF, see `dft`), 'MM' (an OpenMM System of the region, see `mm_system_xml`).",
+    )
     accuracy: float = Field(1.0, gt=0, description="xtb numerical accuracy (smaller is tighter).")
     max_iterations: int = Field(250, ge=1, description="Maximum SCC iterations.")
     electronic_temperature_k: float = Field(300.0, gt=0, description="Electronic temperature, K.")
@@ -98,6 +117,20 @@ class LabelSettings(Settings):
         ge=1,
         description="OpenMP/BLAS threads of one xtb calculation (1: parallelism comes from running many).",
     )
+    dft: DFTSettings = Field(default_factory=DFTSettings, description="DFT method, basis and SCF settings.")
+    mm_system_xml: Path | None = Field(
+        None, description="Serialized OpenMM System (XML) of the region, for method 'MM'."
+    )
+    workers: int = Field(
+        0,
+        ge=0,
+        description="Dask worker processes of a LocalCluster (0: label in this process, no Dask).",
+    )
+    scheduler_address: str | None = Field(
+        None, description="Address of a running Dask scheduler (e.g. tcp://host:8786); overrides `workers`."
+    )
+    chunk_size: int = Field(1, ge=1, description="Configurations per Dask task.")
+    retry_failed: bool = Field(True, description="Label again the configurations whose latest record failed.")
 
 
 class ModelSettings(Settings):

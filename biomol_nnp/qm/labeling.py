@@ -123,9 +123,7 @@ def label_one(config: Configuration, settings: LabelSettings) -> LabelRecord:
     embedded: QMResult | None = None
     stage = "vacuum"
     try:
-        vacuum = engine.compute(
-            config.atomic_numbers, config.positions, config.total_charge, config.multiplicity
-        )
+        vacuum = engine.compute(config.atomic_numbers, config.positions, config.total_charge, config.multiplicity)
         if config.n_mm > 0:
             stage = "embedded"
             embedded = engine.compute(
@@ -174,9 +172,7 @@ def label_configurations(
     """
     start = time.perf_counter()
     store = LabelStore(store_path)
-    done = (
-        {(r["source"], r["trajectory_id"], r["frame"]) for r in store.records()} if skip_existing else set()
-    )
+    done = {(r["source"], r["trajectory_id"], r["frame"]) for r in store.records()} if skip_existing else set()
     todo = list(configs)
     report = LabelReport(store_path=Path(store_path))
     failures: Counter[str] = Counter()
@@ -190,9 +186,7 @@ def label_configurations(
             report.n_skipped += 1
             continue
         record = label_one(config, label_settings)
-        store.append(
-            record.config, record.vacuum, record.embedded, record.status, record.reason, record.method
-        )
+        store.append(record.config, record.vacuum, record.embedded, record.status, record.reason, record.method)
         if record.status == "ok":
             report.n_ok += 1
         else:

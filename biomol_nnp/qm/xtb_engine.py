@@ -15,13 +15,13 @@ import glob
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 
 from biomol_nnp.config import LabelSettings
-from biomol_nnp.exceptions import InputError, QMCalculationError
+from biomol_nnp.exceptions import QMCalculationError
+from biomol_nnp.qm.engine import QMResult, check_charge_multiplicity, validate_inputs
 from biomol_nnp.units import (
     BOHR_TO_NM,
     HARTREE_PER_BOHR_TO_KJ_PER_MOL_NM,
@@ -31,42 +31,23 @@ from biomol_nnp.units import (
 
 logger = logging.getLogger(__name__)
 
+__all__ = ["MAX_ATOMIC_NUMBER", "QMResult", "XTBEngine", "check_charge_multiplicity", "set_xtb_threads"]
+
+
+def _package_version(distribution: str) -> str:
+    """Installed version of a distribution, or "unknown"."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(distribution)
+    except PackageNotFoundError:
+        return "unknown"
+
+
 MAX_ATOMIC_NUMBER = 86
 """Heaviest element parametrised in GFN2-xTB (radon)."""
 
 _INSTALL_HINT = "install xtb-python (conda install -c conda-forge xtb-python, or pip install xtb)"
-
-
-@dataclass(frozen=True)
-class QMResult:
-    """Result of one QM single point, in OpenMM units.
-
-    Attributes
-    ----------
-    energy : float
-        Total energy, kJ/mol (including the interaction with the point charges, if any).
-    forces : numpy.ndarray, shape (N, 3)
-        Forces on the QM atoms, kJ/mol/nm.
-    mm_forces : numpy.ndarray, shape (M, 3)
-        Forces on the MM point charges, kJ/mol/nm; shape (0, 3) without point charges.
-    charges : numpy.ndarray, shape (N,)
-        Mulliken partial charges of the QM atoms, e.
-    dipole : numpy.ndarray, shape (3,)
-        Dipole moment of the QM region, e*nm.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> r = QMResult(0.0, np.zeros((1, 3)), np.zeros((0, 3)), np.zeros(1), np.zeros(3))
-    >>> r.mm_forces.shape
-    (0, 3)
-    """
-
-    energy: float
-    forces: np.ndarray
-    mm_forces: np.ndarray
-    charges: np.ndarray
-    dipole: np.ndarray
 
 
 def _bundled_libs_dir() -> str:
@@ -134,73 +115,6 @@ def _pc_gradient_function() -> Callable[..., None]:
     )
 
 
-def check_charge_multiplicity(atomic_numbers: np.ndarray, total_charge: int, multiplicity: int) -> int:
-    """Check that a charge and spin multiplicity are possible and return the electron count.
-
-    Parameters
-    ----------
-    atomic_numbers : numpy.ndarray, shape (N,)
-        Atomic numbers of the QM atoms.
-    total_charge : int
-        Net charge of the QM region, e.
-    multiplicity : int
-        Spin multiplicity 2S+1.
-
-    Returns
-    -------
-    int
-        Number of electrons.
-
-    Raises
-    ------
-    InputError
-        When the multiplicity is below 1, the charge leaves no electrons or too few for the
-        multiplicity, or the electron count parity does not match the multiplicity.
-
-    Examples
-    --------
-    >>> check_charge_multiplicity(np.array([8, 1, 1]), 0, 1)
-    10
-    """
-    if int(multiplicity) != multiplicity or multiplicity < 1:
-        raise InputError(f"multiplicity must be an integer >= 1 (2S+1), got {multiplicity!r}")
-    if int(total_charge) != total_charge:
-        raise InputError(f"total_charge must be an integer, got {total_charge!r}")
-    n_electrons = int(np.sum(atomic_numbers)) - int(total_charge)
-    unpaired = int(multiplicity) - 1
-    if n_electrons < 0 or n_electrons < unpaired:
-        raise InputError(
-            f"total_charge={total_charge} with multiplicity={multiplicity} is impossible: it leaves "
-            f"{n_electrons} electrons for {unpaired} unpaired ones; check the region's charge"
-        )
-    if n_electrons % 2 != unpaired % 2:
-        parity = "odd" if n_electrons % 2 else "even"
-        allowed = "2, 4, ..." if n_electrons % 2 else "1, 3, ..."
-        raise InputError(
-            f"total_charge={total_charge} with multiplicity={multiplicity} is impossible: the region has "
-            f"an {parity} number of electrons ({n_electrons}), so the multiplicity must be one of {allowed}; "
-            "check the region's total charge (link atoms, protonation states)"
-        )
-    return n_electrons
-
-
-def _as_array(name: str, value: np.ndarray | None, shape: tuple[int, ...], dtype: type) -> np.ndarray:
-    array: np.ndarray = np.zeros(shape, dtype=dtype) if value is None else np.asarray(value, dtype=dtype)
-    if array.shape != shape:
-        raise InputError(f"{name} must have shape {shape}, got {array.shape}")
-    if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
-        raise InputError(f"{name} contains NaN or infinite values")
-    return array
-
-
-def _check_elements(name: str, values: np.ndarray) -> np.ndarray:
-    numbers = np.asarray(values, dtype=np.int32).reshape(-1)
-    if numbers.size and (numbers.min() < 1 or numbers.max() > MAX_ATOMIC_NUMBER):
-        found = sorted(set(numbers.tolist()))
-        raise InputError(f"{name} must be atomic numbers in 1..{MAX_ATOMIC_NUMBER} for GFN2-xTB, got {found}")
-    return numbers
-
-
 class XTBEngine:
     """GFN2-xTB energies, forces, charges and dipoles, optionally in the field of MM point charges.
 
@@ -219,8 +133,18 @@ class XTBEngine:
     (3, 3)
     """
 
+    method = "GFN2-xTB"
+    basis = ""
+    engine_name = "xtb-python"
+    supports_point_charges = True
+
     def __init__(self, settings: LabelSettings | None = None) -> None:
         self.settings = settings if settings is not None else LabelSettings.model_validate({})
+
+    @property
+    def engine_version(self) -> str:
+        """Version of the xtb-python distribution."""
+        return _package_version("xtb")
 
     def compute(
         self,
@@ -264,25 +188,21 @@ class XTBEngine:
         QMCalculationError
             xtb refused the structure or the SCC did not converge.
         """
-        numbers = _check_elements("atomic_numbers", atomic_numbers)
-        if numbers.size == 0:
-            raise InputError("atomic_numbers is empty; give at least one QM atom")
-        xyz = _as_array("positions", positions, (numbers.size, 3), np.float64)
-        check_charge_multiplicity(numbers, total_charge, multiplicity)
-        if (mm_positions is None) != (mm_charges is None):
-            raise InputError("mm_positions and mm_charges must be given together")
-        n_mm = 0 if mm_positions is None else int(np.asarray(mm_positions).reshape(-1, 3).shape[0])
-        mm_xyz = _as_array("mm_positions", mm_positions, (n_mm, 3), np.float64)
-        mm_q = _as_array("mm_charges", mm_charges, (n_mm,), np.float64)
-        if mm_numbers is None and n_mm > 0:
-            raise InputError(
-                "mm_numbers is required with point charges: xtb damps each charge according to "
-                "its element; pass the elements of the MM atoms"
-            )
-        mm_z = _check_elements("mm_numbers", np.zeros(0) if mm_numbers is None else mm_numbers)
-        if mm_z.shape != (n_mm,):
-            raise InputError(f"mm_numbers must have shape {(n_mm,)}, got {mm_z.shape}")
-        return self._run(numbers, xyz, int(total_charge), int(multiplicity), mm_xyz, mm_q, mm_z)
+        x = validate_inputs(
+            atomic_numbers,
+            positions,
+            total_charge,
+            multiplicity,
+            mm_positions,
+            mm_charges,
+            mm_numbers,
+            method="GFN2-xTB",
+            max_atomic_number=MAX_ATOMIC_NUMBER,
+            require_mm_numbers=True,
+        )
+        return self._run(
+            x.numbers, x.positions, x.total_charge, x.multiplicity, x.mm_positions, x.mm_charges, x.mm_numbers
+        )
 
     def _run(
         self,
