@@ -15,3 +15,9 @@ KCAL_TO_KJ: float = 4.184
 
 #: kJ/mol -> kcal/mol.
 KJ_TO_KCAL: float = 1.0 / KCAL_TO_KJ
+
+#: nm -> Angstrom (exact, 1 nm = 10 A).
+NM_TO_ANGSTROM: float = 10.0
+
+#: Angstrom -> nm.
+ANGSTROM_TO_NM: float = 0.1

@@ -11,6 +11,11 @@ follows", so every line but the last of a series carries ``-n``. A frcmod entry 
 series of its type quadruple in tleap/ParmEd, which is why all fitted periodicities are written,
 including terms with ``k = 0``.
 
+Pair-specific Lennard-Jones terms (NBFIX) go in an ``LJEDIT`` section (read by tleap and ParmEd):
+``A B  Rmin/2  eps  Rmin/2  eps`` (Angstrom, kcal/mol); the pair gets ``Rmin = Rmin/2 + Rmin/2`` and
+``eps = sqrt(eps * eps)``, so writing half the fitted Rmin and the fitted epsilon twice reproduces the pair.
+A frcmod cannot hold CMAP grids that ParmEd reads back; use the CHARMM prm, GROMACS itp or ffxml writers.
+
 Energies are converted from kJ/mol with :data:`forcefield_refit.units.KJ_TO_KCAL` here and nowhere else.
 """
 
@@ -18,14 +23,15 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 from forcefield_refit.atom_types import amber_type_name
 from forcefield_refit.exceptions import RefitInputError
+from forcefield_refit.terms import NBFixPair, merge_pairs, merge_torsions
 from forcefield_refit.torsions import FourierTorsion
-from forcefield_refit.units import KJ_TO_KCAL
+from forcefield_refit.units import KJ_TO_KCAL, NM_TO_ANGSTROM
+from forcefield_refit.writers._io import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -33,12 +39,12 @@ logger = logging.getLogger(__name__)
 MAX_AMBER_TYPE_LENGTH = 2
 
 
-def _amber_types(torsion: FourierTorsion) -> list[str]:
+def _amber_types(torsion: FourierTorsion | NBFixPair) -> list[str]:
     names = [amber_type_name(t) for t in torsion.types]
     bad = [n for n in names if not 1 <= len(n) <= MAX_AMBER_TYPE_LENGTH or " " in n or "-" in n]
     if bad:
         raise RefitInputError(
-            f"torsion types {torsion.types} give Amber names {names}; allowed: 1-{MAX_AMBER_TYPE_LENGTH} "
+            f"types {torsion.types} give Amber names {names}; allowed: 1-{MAX_AMBER_TYPE_LENGTH} "
             "characters without '-' or spaces. Hint: use Amber atom types (e.g. 'CX' or 'protein-CX')."
         )
     return names
@@ -70,8 +76,35 @@ def dihedral_lines(torsion: FourierTorsion) -> list[str]:
     return lines
 
 
-def write_frcmod(path: str | os.PathLike[str], torsions: Sequence[FourierTorsion], title: str = "") -> Path:
-    """Write an Amber frcmod file holding the torsions in its DIHE section (atomic write).
+def ljedit_lines(pairs: Sequence[NBFixPair]) -> list[str]:
+    """Frcmod ``LJEDIT`` lines for pair-specific LJ (Angstrom, kcal/mol).
+
+    Parameters
+    ----------
+    pairs : sequence of NBFixPair
+
+    Returns
+    -------
+    list of str
+        ``A B Rmin/2 eps Rmin/2 eps`` per pair, without newline.
+    """
+    lines = []
+    for pair in merge_pairs(pairs):
+        a, b = _amber_types(pair)
+        half = 0.5 * pair.rmin_nm * NM_TO_ANGSTROM
+        eps = pair.epsilon_kj * KJ_TO_KCAL
+        lines.append(f"{a:<2}  {b:<2}  {half:14.10f} {eps:16.12f} {half:14.10f} {eps:16.12f}")
+    return lines
+
+
+def write_frcmod(
+    path: str | os.PathLike[str],
+    torsions: Sequence[FourierTorsion],
+    title: str = "",
+    nbfix: Sequence[NBFixPair] = (),
+    overwrite: bool = False,
+) -> Path:
+    """Write an Amber frcmod file: torsions in DIHE, NBFIX pairs in LJEDIT (atomic; no overwrite unless asked).
 
     Parameters
     ----------
@@ -81,6 +114,10 @@ def write_frcmod(path: str | os.PathLike[str], torsions: Sequence[FourierTorsion
         Series to write; types may be OpenMM amber14 names (``protein-CX``) or Amber names (``CX``).
     title : str
         First (title) line; a default naming the package is used when empty.
+    nbfix : sequence of NBFixPair
+        Pair-specific LJ terms (``LJEDIT`` section).
+    overwrite : bool
+        Replace an existing file.
 
     Returns
     -------
@@ -95,22 +132,20 @@ def write_frcmod(path: str | os.PathLike[str], torsions: Sequence[FourierTorsion
     >>> out.read_text().splitlines()[2]
     'C -N -CX-C     1     1.00000000     0.000000    2.0'
     """
-    if not torsions:
+    if not torsions and not nbfix:
         raise RefitInputError(
-            "torsions=[]; allowed: at least one FourierTorsion. Hint: pass the fitted series."
+            "torsions=[] and nbfix=[]; allowed: at least one FourierTorsion or NBFixPair. "
+            "Hint: pass the fitted series."
         )
-    body = [title.strip().splitlines()[0] if title.strip() else "forcefield_refit torsion parameters", "DIHE"]
-    for torsion in torsions:
-        body.extend(dihedral_lines(torsion))
-    body += ["", ""]
-    target = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent or ".")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write("\n".join(body))
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    logger.info("wrote %d torsion series to %s", len(torsions), target)
+    body = [title.strip().splitlines()[0] if title.strip() else "forcefield_refit torsion parameters"]
+    if torsions:
+        body.append("DIHE")
+        for torsion in merge_torsions(torsions):
+            body.extend(dihedral_lines(torsion))
+        body.append("")
+    if nbfix:
+        body += ["LJEDIT", *ljedit_lines(nbfix), ""]
+    body += [""]
+    target = atomic_write_text(path, "\n".join(body), overwrite=overwrite)
+    logger.info("wrote %d torsion series and %d LJEDIT pairs to %s", len(torsions), len(nbfix), target)
     return target

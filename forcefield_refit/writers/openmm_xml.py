@@ -20,6 +20,18 @@ How to load it (OpenMM 8.x semantics, ``openmm/app/forcefield.py``):
   :func:`load_forcefield` to load in this order *and* make the precedence explicit (it orders the
   candidate sets by definition index, so first-loaded wins deterministically).
 
+Other sections (all optional):
+
+- ``<CMAPTorsionForce>``: one ``<Map>`` per :class:`~forcefield_refit.terms.CmapTerm` (kJ/mol, OpenMM order
+  ``energy[i + n j]`` from 0 degrees, converted by :func:`~forcefield_refit.terms.openmm_cmap_values`) and a
+  ``<Torsion map=... type1..type5>``. amber14 has no CMAP, so nothing is overridden.
+- ``<LennardJonesForce lj14scale="0.5">``: per-type ``<Atom sigma epsilon>`` copied from the base force field
+  (:func:`lennard_jones_types`) plus ``<NBFixPair>``. OpenMM then evaluates all LJ in a CustomNonbondedForce;
+  :func:`load_forcefield` sets the base NonbondedForce epsilons to zero so LJ is not counted twice (the
+  CHARMM36 ffxml layout). Use :func:`load_forcefield` for files with NBFIX.
+- ``<CustomHbondForce>``: one per :class:`~forcefield_refit.hbonds.HbondTerm`, an angle-dependent 12-10 term
+  on donor-hydrogen...acceptor triples.
+
 Verified in ``tests/unit/test_refit_ffxml.py``: the dipeptide phi torsion built from
 ``ForceField(refit, "amber14-all.xml")`` carries the refit terms and not the ff14SB ones.
 """
@@ -29,15 +41,20 @@ from __future__ import annotations
 import logging
 import math
 import os
-import tempfile
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from openmm import app
 
 from forcefield_refit.exceptions import RefitInputError
+from forcefield_refit.terms import CmapTerm, NBFixPair, merge_cmaps, merge_pairs, merge_torsions, openmm_cmap_values
 from forcefield_refit.torsions import FourierTorsion
+from forcefield_refit.writers._io import atomic_write_text
+
+if TYPE_CHECKING:
+    from forcefield_refit.hbonds import HbondTerm
 
 logger = logging.getLogger(__name__)
 
@@ -67,11 +84,89 @@ def proper_element(torsion: FourierTorsion) -> ET.Element:
     return ET.Element("Proper", attrib)
 
 
-def write_ffxml(path: str | os.PathLike[str], torsions: Sequence[FourierTorsion]) -> Path:
-    """Write an OpenMM ffxml file with the torsions as ``<Proper>`` entries (atomic write).
+def cmap_element(cmaps: Sequence[CmapTerm]) -> ET.Element:
+    """The ``<CMAPTorsionForce>`` element: one ``<Map>`` and one ``<Torsion>`` per CMAP term (kJ/mol)."""
+    force = ET.Element("CMAPTorsionForce")
+    unique = merge_cmaps(cmaps)
+    for cmap in unique:
+        values = openmm_cmap_values(cmap.grid_kj)
+        rows = [" ".join(repr(v) for v in values[s : s + 24]) for s in range(0, len(values), 24)]
+        ET.SubElement(force, "Map").text = "\n" + "\n".join(rows) + "\n"
+    for index, cmap in enumerate(unique):
+        attrib = {"map": str(index), **{f"type{i + 1}": name for i, name in enumerate(cmap.types)}}
+        ET.SubElement(force, "Torsion", attrib)
+    return force
+
+
+def lennard_jones_types(forcefield: app.ForceField) -> dict[str, tuple[float, float]]:
+    """Per-type LJ parameters of a loaded force field's NonbondedForce (``sigma`` nm, ``epsilon`` kJ/mol).
+
+    Parameters
+    ----------
+    forcefield : openmm.app.ForceField
+        e.g. ``ForceField("amber14-all.xml", "amber14/tip3p.xml")``.
+
+    Returns
+    -------
+    dict
+        ``{type: (sigma_nm, epsilon_kj)}`` for every type with LJ parameters.
+    """
+    out: dict[str, tuple[float, float]] = {}
+    for generator in forcefield.getGenerators():
+        if isinstance(generator, app.forcefield.NonbondedGenerator):
+            for name, params in generator.params.paramsForType.items():
+                if "sigma" in params and "epsilon" in params:
+                    out[name] = (float(params["sigma"]), float(params["epsilon"]))
+    if not out:
+        raise RefitInputError(
+            "forcefield has no NonbondedForce atom parameters; allowed: a base force field with LJ per atom type. "
+            "Hint: ForceField('amber14-all.xml', 'amber14/tip3p.xml')."
+        )
+    return out
+
+
+def lennard_jones_element(
+    nbfix: Sequence[NBFixPair], lj_types: Mapping[str, tuple[float, float]], lj14scale: float = 0.5
+) -> ET.Element:
+    """The ``<LennardJonesForce>`` element: every base type's LJ and the NBFIX pairs (sigma nm, epsilon kJ/mol).
+
+    Raises
+    ------
+    RefitMatchError
+        If an NBFIX type is missing from ``lj_types`` (the base force field).
+    """
+    from forcefield_refit.exceptions import RefitMatchError
+
+    force = ET.Element("LennardJonesForce", {"lj14scale": repr(float(lj14scale))})
+    for name, (sigma, epsilon) in sorted(lj_types.items()):
+        ET.SubElement(force, "Atom", {"type": name, "sigma": repr(sigma), "epsilon": repr(epsilon)})
+    for pair in merge_pairs(nbfix):
+        missing = [t for t in pair.types if t not in lj_types]
+        if missing:
+            raise RefitMatchError(
+                f"nbfix pair {pair.types}: types {missing} are not in the base force field; allowed: OpenMM type "
+                f"names such as {sorted(lj_types)[:4]}. Hint: amber14 names carry a prefix ('protein-O'); TIP3P "
+                "types are 'tip3p-O', 'tip3p-H'."
+            )
+        attrib = {"type1": pair.types[0], "type2": pair.types[1]}
+        attrib.update(sigma=repr(pair.sigma_nm), epsilon=repr(float(pair.epsilon_kj)))
+        ET.SubElement(force, "NBFixPair", attrib)
+    return force
+
+
+def write_ffxml(
+    path: str | os.PathLike[str],
+    torsions: Sequence[FourierTorsion] = (),
+    cmaps: Sequence[CmapTerm] = (),
+    nbfix: Sequence[NBFixPair] = (),
+    lj_types: Mapping[str, tuple[float, float]] | None = None,
+    hbonds: Sequence[HbondTerm] = (),
+    overwrite: bool = False,
+) -> Path:
+    """Write an OpenMM ffxml file with the requested sections (atomic; no overwrite unless asked).
 
     Load it **before** the base force field, in the same call, so that it overrides the base terms:
-    ``ForceField(path, "amber14-all.xml")`` (see the module docstring, or use :func:`load_forcefield`).
+    use :func:`load_forcefield` (required when ``nbfix`` is given).
 
     Parameters
     ----------
@@ -79,6 +174,16 @@ def write_ffxml(path: str | os.PathLike[str], torsions: Sequence[FourierTorsion]
         Output file; written to a temporary file in the same folder, then ``os.replace``-d.
     torsions : sequence of FourierTorsion
         Series with OpenMM type names (``protein-C``, ...); terms ``(n, phase_deg, k_kj)``.
+    cmaps : sequence of CmapTerm
+        phi/psi maps (kJ/mol) written as ``<CMAPTorsionForce>``.
+    nbfix : sequence of NBFixPair
+        Pair-specific LJ, written in a ``<LennardJonesForce>``; needs ``lj_types``.
+    lj_types : mapping, optional
+        ``{type: (sigma_nm, epsilon_kj)}`` of the base force field (:func:`lennard_jones_types`).
+    hbonds : sequence of HbondTerm
+        Angle-dependent hydrogen-bond terms, one ``<CustomHbondForce>`` each.
+    overwrite : bool
+        Replace an existing file.
 
     Returns
     -------
@@ -93,26 +198,38 @@ def write_ffxml(path: str | os.PathLike[str], torsions: Sequence[FourierTorsion]
     >>> "PeriodicTorsionForce" in out.read_text()
     True
     """
-    if not torsions:
+    if not (torsions or cmaps or nbfix or hbonds):
         raise RefitInputError(
-            "torsions=[]; allowed: at least one FourierTorsion. Hint: pass the fitted series."
+            "torsions, cmaps, nbfix and hbonds are all empty; allowed: at least one term. "
+            "Hint: pass the fitted terms."
         )
     root = ET.Element("ForceField")
-    force = ET.SubElement(root, "PeriodicTorsionForce")
-    for torsion in torsions:
-        force.append(proper_element(torsion))
+    if torsions:
+        force = ET.SubElement(root, "PeriodicTorsionForce")
+        for torsion in merge_torsions(torsions):
+            force.append(proper_element(torsion))
+    if cmaps:
+        root.append(cmap_element(cmaps))
+    if nbfix:
+        if lj_types is None:
+            raise RefitInputError(
+                "nbfix given with lj_types=None; allowed: the base force field's per-type LJ. "
+                "Hint: lj_types=lennard_jones_types(ForceField('amber14-all.xml', 'amber14/tip3p.xml'))."
+            )
+        root.append(lennard_jones_element(nbfix, lj_types))
+    for term in hbonds:
+        root.append(term.ffxml_element())
     ET.indent(root)
-    target = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent or ".")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            ET.ElementTree(root).write(handle, encoding="utf-8", xml_declaration=False)
-            handle.write(b"\n")
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    logger.info("wrote %d torsion series to %s (load it before the base force field)", len(torsions), target)
+    text = ET.tostring(root, encoding="unicode") + "\n"
+    target = atomic_write_text(path, text, overwrite=overwrite)
+    logger.info(
+        "wrote ffxml %s (%d torsions, %d cmaps, %d nbfix, %d hbond terms; load it before the base force field)",
+        target,
+        len(torsions),
+        len(cmaps),
+        len(nbfix),
+        len(hbonds),
+    )
     return target
 
 
@@ -127,8 +244,9 @@ class _IndexOrderedSet(list[int]):
 def load_forcefield(refit_files: Iterable[str], base_files: Iterable[str]) -> app.ForceField:
     """Load refit ffxml files ahead of base files so the refit torsions win, deterministically.
 
-    Equivalent to ``ForceField(*refit_files, *base_files)``; in addition the proper-torsion candidate
-    sets of OpenMM's ``PeriodicTorsionGenerator`` are ordered by definition index, so the
+    Equivalent to ``ForceField(*refit_files, *base_files)``; when a ``<LennardJonesForce>`` is loaded
+    (NBFIX refits), the NonbondedForce epsilons are set to zero so LJ is evaluated once; in addition the
+    proper-torsion candidate sets of OpenMM's ``PeriodicTorsionGenerator`` are ordered by definition index, so the
     first-loaded matching definition is always the one used (OpenMM iterates a ``set`` there).
 
     Parameters
@@ -151,4 +269,12 @@ def load_forcefield(refit_files: Iterable[str], base_files: Iterable[str]) -> ap
                 continue
             for atom_type, indices in list(table.items()):
                 table[atom_type] = _IndexOrderedSet(sorted(indices))
+    generators = forcefield.getGenerators()
+    if any(isinstance(g, app.forcefield.LennardJonesGenerator) for g in generators):
+        for generator in generators:  # LJ now comes from the LennardJonesForce only (CHARMM36 layout)
+            if isinstance(generator, app.forcefield.NonbondedGenerator):
+                for params in generator.params.paramsForType.values():
+                    if "epsilon" in params:
+                        params["epsilon"] = 0.0
+        logger.info("LennardJonesForce present: base NonbondedForce epsilons set to 0")
     return forcefield
