@@ -7,7 +7,13 @@ from biomol_nnp.config import LabelSettings, SamplingSettings, SystemSettings
 from biomol_nnp.exceptions import InputError
 from biomol_nnp.qm.sampling import minimum_image, sample_md_configurations, select_point_charges
 
-TINY = {"equilibration_steps": 10, "solvated_frames": 2, "vacuum_frames": 2, "steps_between_frames": 5}
+TINY = {
+    "equilibration_steps": 10,
+    "solvated_frames": 2,
+    "vacuum_frames": 2,
+    "steps_between_frames": 5,
+    "trajectories_per_phase": 2,
+}
 
 
 @pytest.fixture(scope="module")
