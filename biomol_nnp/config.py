@@ -71,7 +71,9 @@ class SamplingSettings(Settings):
     steps_between_frames: int = Field(200, ge=1, description="MD steps between saved frames.")
     equilibration_steps: int = Field(500, ge=0, description="MD steps before the first frame.")
     temperature_k: float = Field(500.0, gt=0, description="Sampling temperature, K (high to widen coverage).")
-    timestep_fs: float = Field(2.0, gt=0, description="MD time step, fs.")
+    timestep_fs: float = Field(
+        1.0, gt=0, description="MD time step, fs (bonds to hydrogen are flexible during sampling; waters rigid)."
+    )
     point_charge_cutoff_nm: float = Field(
         1.0,
         gt=0,

@@ -237,10 +237,12 @@ def _build_phase(system_settings: SystemSettings, solvated: bool) -> _Phase:
             pdb.topology,
             nonbondedMethod=app.PME,
             nonbondedCutoff=system_settings.nonbonded_cutoff_nm * unit.nanometer,
-            constraints=app.HBonds,
+            constraints=None,
+            rigidWater=True,
         )
     else:
-        system = forcefield.createSystem(pdb.topology, nonbondedMethod=app.NoCutoff, constraints=app.HBonds)
+        # no bond constraints: the labelled frames must cover X-H stretching, or the model has no data there
+        system = forcefield.createSystem(pdb.topology, nonbondedMethod=app.NoCutoff, constraints=None)
     nonbonded = next(f for f in system.getForces() if isinstance(f, NonbondedForce))
     e = unit.elementary_charge
     charges = np.array(
