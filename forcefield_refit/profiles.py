@@ -20,6 +20,7 @@ from scipy.optimize import minimize
 
 from forcefield_refit.energy import EnergyFunction
 from forcefield_refit.exceptions import RefitInputError
+from forcefield_refit.torsions import check_dihedral_bonded
 
 logger = logging.getLogger(__name__)
 
@@ -145,7 +146,14 @@ def moving_side(bonds: Iterable[tuple[int, int]], dihedral_atoms: Sequence[int])
     -------
     list of int
         Sorted atom indices including ``c`` and ``d``.
+
+    Raises
+    ------
+    RefitMatchError
+        If the four atoms are not bonded in a chain.
     """
+    bonds = list(bonds)
+    check_dihedral_bonded(bonds, dihedral_atoms)
     a, b, c, d = dihedral_atoms
     neighbours: dict[int, set[int]] = {}
     for i, j in bonds:

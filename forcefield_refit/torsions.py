@@ -71,14 +71,9 @@ class FourierTorsion:
 
 
 def _check_periodicities(periodicities: Sequence[int]) -> tuple[int, ...]:
-    pers = tuple(periodicities)
-    bad = [n for n in pers if int(n) != n or n < 1]
-    if not pers or bad or len(set(pers)) != len(pers):
-        raise RefitInputError(
-            f"periodicities={pers}; allowed: distinct integers >= 1 (Amber/OpenMM accept 1..6). "
-            "Hint: (1, 2, 3) for a backbone torsion."
-        )
-    return tuple(int(n) for n in pers)
+    from forcefield_refit.torsion_fit import check_periodicities
+
+    return check_periodicities(periodicities)
 
 
 def fit_fourier(
@@ -86,8 +81,12 @@ def fit_fourier(
     target_kj: Sequence[float] | np.ndarray,
     periodicities: Sequence[int] = (1, 2, 3),
     types: TypeQuad = ("X", "X", "X", "X"),
+    ridge: float = 0.0,
+    temperature_k: float | None = None,
+    phases: str = "free",
+    weight_energy_kj: Sequence[float] | np.ndarray | None = None,
 ) -> FourierTorsion:
-    """Fit ``target ~ c + sum_n k_n (1 + cos(n phi - phase_n))`` by linear least squares.
+    """Fit ``target ~ c + sum_n k_n (1 + cos(n phi - phase_n))`` by (weighted, ridge) linear least squares.
 
     The model is linear in ``(c, a_n, b_n)`` with ``a_n cos(n phi) + b_n sin(n phi)``; then
     ``k_n = hypot(a_n, b_n) >= 0`` and ``phase_n = atan2(b_n, a_n)`` mapped to ``[0, 360)`` degrees.
@@ -103,11 +102,20 @@ def fit_fourier(
         Distinct periodicities ``n >= 1``.
     types : tuple of 4 str
         Atom-type quadruple stored on the result.
+    ridge : float
+        Ridge penalty on the amplitudes (0: plain least squares); see
+        :func:`~forcefield_refit.torsion_fit.fit_torsions`.
+    temperature_k : float or None
+        Boltzmann weighting temperature, K; None for uniform weights.
+    phases : {"free", "0/180"}
+        Free phases or phases restricted to 0/180 degrees.
+    weight_energy_kj : array_like, optional
+        ``[K]`` kJ/mol energies that set the Boltzmann weights (default: ``target_kj``).
 
     Returns
     -------
     FourierTorsion
-        Terms in the order of ``periodicities``, with ``fit_rmse_kj`` set.
+        Terms in the order of ``periodicities``, with ``fit_rmse_kj`` set (weighted RMSE when weighted).
 
     Examples
     --------
@@ -135,23 +143,15 @@ def fit_fourier(
             f"angles_deg has {n_distinct} distinct angles; allowed: at least {n_unknowns} for periodicities "
             f"{pers} (1 + 2 per term). Hint: use a finer grid (e.g. every 15-30 degrees)."
         )
-    phi = np.radians(phi_deg)
-    columns = [np.ones_like(phi)]
-    for n in pers:
-        columns += [np.cos(n * phi), np.sin(n * phi)]
-    design = np.stack(columns, axis=1)
-    coef, *_ = np.linalg.lstsq(design, target, rcond=None)
-    rmse = float(np.sqrt(np.mean((design @ coef - target) ** 2)))
-    terms: list[tuple[int, float, float]] = []
-    for i, n in enumerate(pers):
-        a, b = coef[1 + 2 * i], coef[2 + 2 * i]
-        k = float(np.hypot(a, b))
-        phase = float(np.degrees(np.arctan2(b, a)) % 360.0) if k > _ZERO_K_KJ else 0.0
-        if 360.0 - phase < _PHASE_SNAP_DEG:  # -1e-14 deg wraps to 359.99999...; report 0
-            phase = 0.0
-        terms.append((n, phase, k))
-    logger.info("fit %s with periodicities %s: RMSE %.4g kJ/mol", types, pers, rmse)
-    return FourierTorsion(types=tuple(types), terms=terms, fit_rmse_kj=rmse)  # type: ignore[arg-type]
+    from forcefield_refit.torsion_fit import TorsionFitData, fit_torsions
+
+    quad = tuple(types)
+    weights = None if weight_energy_kj is None else np.asarray(weight_energy_kj, dtype=float)
+    data = TorsionFitData("profile", target, {quad: phi_deg[:, None]}, weight_energy_kj=weights)  # type: ignore[dict-item]
+    fitted = fit_torsions(
+        [data], periodicities=pers, ridge=ridge, temperature_k=temperature_k, phases=phases  # type: ignore[arg-type]
+    )
+    return fitted[quad]  # type: ignore[index]
 
 
 def _torsion_forces(system: openmm.System) -> list[openmm.PeriodicTorsionForce]:
@@ -329,3 +329,58 @@ def torsion_atoms_by_type(
             "Hint: OpenMM amber14 names carry a prefix, e.g. 'protein-CX' (see atom_types.openmm_type_name)."
         )
     return sorted(matches)
+
+
+def check_dihedral_bonded(bonds: Iterable[tuple[int, int]], dihedral_atoms: Sequence[int]) -> None:
+    """Raise unless ``a-b``, ``b-c`` and ``c-d`` are covalent bonds (a proper dihedral).
+
+    Parameters
+    ----------
+    bonds : iterable of (int, int)
+        Covalent bonds, 0-based atom indices.
+    dihedral_atoms : sequence of 4 int
+        ``(a, b, c, d)``.
+
+    Raises
+    ------
+    RefitMatchError
+        Naming the first missing bond.
+
+    Examples
+    --------
+    >>> check_dihedral_bonded([(0, 1), (1, 2), (2, 3)], (0, 1, 2, 3))
+    """
+    pairs = {frozenset((int(i), int(j))) for i, j in bonds}
+    quad = tuple(int(i) for i in dihedral_atoms)
+    for i, j in zip(quad[:-1], quad[1:], strict=True):
+        if frozenset((i, j)) not in pairs:
+            raise RefitMatchError(
+                f"dihedral_atoms={quad}: atoms {i} and {j} are not bonded; allowed: a proper dihedral a-b-c-d "
+                "along covalent bonds. Hint: check the 0-based indices against topology.bonds()."
+            )
+
+
+def check_types_known(forcefield: app.ForceField, types: Iterable[str]) -> None:
+    """Raise unless every atom type (or atom class) is defined in the base force field.
+
+    Parameters
+    ----------
+    forcefield : openmm.app.ForceField
+        Base force field.
+    types : iterable of str
+        Type names (``protein-CX``) or class names (``CT`` in amber99sb.xml).
+
+    Raises
+    ------
+    RefitMatchError
+        Listing the unknown names and a few known ones.
+    """
+    known = set(forcefield._atomTypes) | {t.atomClass for t in forcefield._atomTypes.values()}
+    unknown = sorted({t for t in types if t not in known})
+    if unknown:
+        close = sorted(k for k in known if any(u.split("-")[-1] == k.split("-")[-1] for u in unknown))[:8]
+        raise RefitMatchError(
+            f"types {unknown} are not atom types of the base force field; allowed: its type or class names, "
+            f"e.g. {close or sorted(known)[:8]}. Hint: amber14 types carry a prefix ('protein-CX'); use "
+            "atom_types.openmm_type_name()."
+        )

@@ -21,3 +21,6 @@ NM_TO_ANGSTROM: float = 10.0
 
 #: Angstrom -> nm.
 ANGSTROM_TO_NM: float = 0.1
+
+#: Molar gas constant R in kJ/(mol K) (CODATA 2018, exact: N_A k_B = 8.314462618 J/(mol K)).
+MOLAR_GAS_CONSTANT_KJ: float = 8.314462618e-3

@@ -162,6 +162,7 @@ def write_ffxml(
     lj_types: Mapping[str, tuple[float, float]] | None = None,
     hbonds: Sequence[HbondTerm] = (),
     overwrite: bool = False,
+    base_forcefield: app.ForceField | None = None,
 ) -> Path:
     """Write an OpenMM ffxml file with the requested sections (atomic; no overwrite unless asked).
 
@@ -184,6 +185,8 @@ def write_ffxml(
         Angle-dependent hydrogen-bond terms, one ``<CustomHbondForce>`` each.
     overwrite : bool
         Replace an existing file.
+    base_forcefield : openmm.app.ForceField, optional
+        When given, every atom type written must be defined there (else :class:`RefitMatchError`).
 
     Returns
     -------
@@ -203,6 +206,11 @@ def write_ffxml(
             "torsions, cmaps, nbfix and hbonds are all empty; allowed: at least one term. "
             "Hint: pass the fitted terms."
         )
+    if base_forcefield is not None:
+        from forcefield_refit.torsions import check_types_known
+
+        names = [t for term in torsions for t in term.types] + [t for term in cmaps for t in term.types]
+        check_types_known(base_forcefield, names + [t for term in nbfix for t in term.types])
     root = ET.Element("ForceField")
     if torsions:
         force = ET.SubElement(root, "PeriodicTorsionForce")
