@@ -1,11 +1,14 @@
 """Label configurations with QM: the region in vacuum and in the field of its MM point charges.
 
-:func:`label_one` is a pure, picklable function of one configuration (the unit of work a Dask
-task will run); :func:`label_configurations` loops over configurations, writes every record to
-the :class:`~biomol_nnp.qm.labels.LabelStore` as soon as it is computed and goes on after a
-failed calculation.
+:func:`label_one` is a pure, picklable function of one configuration and :func:`label_chunk` of a
+few (the unit of work of a Dask task). :func:`label_configurations` skips what the store already
+holds, runs the rest in this process or on Dask (a ``LocalCluster`` of worker processes, or the
+scheduler at an address), writes every record to the
+:class:`~biomol_nnp.qm.labels.LabelStore` in this process as soon as its task completes (so killing
+the job loses only the tasks in flight), goes on after failed calculations, and reports failures by
+reason.
 
->>> report = label_configurations(configs, "labels.h5", LabelSettings())  # doctest: +SKIP
+>>> report = label_configurations(configs, "labels.h5", LabelSettings(), workers=2)  # doctest: +SKIP
 >>> report.n_ok, report.n_failed  # doctest: +SKIP
 (63, 1)
 """
@@ -16,14 +19,16 @@ import logging
 import os
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from biomol_nnp.config import LabelSettings
-from biomol_nnp.qm.labels import LabelStore
+from biomol_nnp.qm.engine import QMEngine, QMResult, check_charge_multiplicity, create_engine
+from biomol_nnp.qm.labels import LabelStore, config_hash
 from biomol_nnp.qm.sampling import Configuration
-from biomol_nnp.qm.xtb_engine import QMResult, XTBEngine
 
 logger = logging.getLogger(__name__)
 
@@ -43,9 +48,15 @@ class LabelRecord:
     status : str
         ``"ok"`` or ``"failed"``.
     reason : str
-        Why it failed; empty when ok.
+        Why it failed (``"stage: ExceptionType: message"``); empty when ok.
     method : str
-        QM method.
+        Level of theory, e.g. ``"GFN2-xTB"`` or ``"B3LYP-D3BJ"``.
+    basis : str
+        Basis set ("" for xtb and MM).
+    engine : str
+        Program that computed it.
+    engine_version : str
+        Its version.
 
     Examples
     --------
@@ -60,6 +71,9 @@ class LabelRecord:
     status: str
     reason: str = ""
     method: str = "GFN2-xTB"
+    basis: str = ""
+    engine: str = ""
+    engine_version: str = ""
 
 
 @dataclass
@@ -75,11 +89,18 @@ class LabelReport:
     n_failed : int
         Records that failed in this run.
     n_skipped : int
-        Configurations already in the store (same source, trajectory and frame), not recomputed.
+        Configurations not computed: already ok in the store (or failed, without retry), or repeated
+        in the input.
+    n_retried : int
+        Configurations whose earlier failed record was superseded by a new one in this run.
     failures : dict of str to int
-        Number of failures per reason.
+        Number of failures per full reason.
+    failures_by_kind : dict of str to int
+        Number of failures per stage and exception type (e.g. ``"vacuum: QMCalculationError"``).
     elapsed_s : float
         Wall time, s.
+    workers : int
+        Dask workers used (0: labeled in this process).
 
     Examples
     --------
@@ -91,8 +112,11 @@ class LabelReport:
     n_ok: int = 0
     n_failed: int = 0
     n_skipped: int = 0
+    n_retried: int = 0
     failures: dict[str, int] = field(default_factory=dict)
+    failures_by_kind: dict[str, int] = field(default_factory=dict)
     elapsed_s: float = 0.0
+    workers: int = 0
 
     @property
     def n_total(self) -> int:
@@ -100,11 +124,17 @@ class LabelReport:
         return self.n_ok + self.n_failed
 
 
-def label_one(config: Configuration, settings: LabelSettings) -> LabelRecord:
+@lru_cache(maxsize=4)
+def _cached_engine(settings_json: str) -> QMEngine:
+    """One engine per settings and process (an MM engine keeps its OpenMM Context)."""
+    return create_engine(LabelSettings.model_validate_json(settings_json))
+
+
+def label_one(config: Configuration, settings: LabelSettings, engine: QMEngine | None = None) -> LabelRecord:
     """Compute the vacuum and the embedded QM results of one configuration.
 
     Never raises for a failed calculation: any exception becomes a ``"failed"`` record whose
-    reason names the exception type and message.
+    reason names the stage, the exception type and its message.
 
     Parameters
     ----------
@@ -112,17 +142,22 @@ def label_one(config: Configuration, settings: LabelSettings) -> LabelRecord:
         Region (and point charges) to label.
     settings : LabelSettings
         QM method and convergence settings.
+    engine : QMEngine, optional
+        Engine to use; by default the (cached) engine of ``settings``.
 
     Returns
     -------
     LabelRecord
         Results and status.
     """
-    engine = XTBEngine(settings)
     vacuum: QMResult | None = None
     embedded: QMResult | None = None
-    stage = "vacuum"
+    stage = "setup"
+    meta: dict[str, str] = {"method": settings.method}
     try:
+        engine = engine if engine is not None else _cached_engine(settings.model_dump_json())
+        meta = _engine_meta(engine)
+        stage = "vacuum"
         vacuum = engine.compute(config.atomic_numbers, config.positions, config.total_charge, config.multiplicity)
         if config.n_mm > 0:
             stage = "embedded"
@@ -136,9 +171,34 @@ def label_one(config: Configuration, settings: LabelSettings) -> LabelRecord:
                 mm_numbers=config.mm_numbers,
             )
     except Exception as err:  # noqa: BLE001 - one bad configuration must not stop the run
-        reason = f"{stage}: {type(err).__name__}: {err}"
-        return LabelRecord(config, vacuum, embedded, "failed", reason, settings.method)
-    return LabelRecord(config, vacuum, embedded, "ok", "", settings.method)
+        reason = f"{stage}: {type(err).__name__}: {' '.join(str(err).split())}"
+        return LabelRecord(config, vacuum, embedded, "failed", reason, **meta)
+    return LabelRecord(config, vacuum, embedded, "ok", "", **meta)
+
+
+def label_chunk(configs: Sequence[Configuration], settings: LabelSettings) -> list[LabelRecord]:
+    """Label a few configurations in a row (one Dask task); see :func:`label_one`."""
+    return [label_one(config, settings) for config in configs]
+
+
+def _engine_meta(engine: QMEngine) -> dict[str, str]:
+    return {
+        "method": engine.method,
+        "basis": engine.basis,
+        "engine": engine.engine_name,
+        "engine_version": engine.engine_version,
+    }
+
+
+def failure_kind(reason: str) -> str:
+    """Stage and exception type of a failure reason: ``"vacuum: QMCalculationError: ..."`` -> first two fields.
+
+    Examples
+    --------
+    >>> failure_kind("vacuum: QMCalculationError: GFN2-xTB failed: SCC did not converge")
+    'vacuum: QMCalculationError'
+    """
+    return ": ".join(reason.split(": ")[:2])
 
 
 def label_configurations(
@@ -148,68 +208,172 @@ def label_configurations(
     progress: bool = False,
     *,
     skip_existing: bool = True,
+    retry_failed: bool | None = None,
+    workers: int | None = None,
+    scheduler_address: str | None = None,
+    client: Any = None,
 ) -> LabelReport:
-    """Label configurations one by one and append each record to an HDF5 label store.
+    """Label configurations and append each record to an HDF5 label store as soon as it is done.
 
     Parameters
     ----------
     configs : iterable of Configuration
         Configurations to label.
     store_path : str or os.PathLike
-        Label file (created or appended to).
+        Label file (created or appended to); its writer lock is held for the whole run.
     label_settings : LabelSettings
-        QM method and convergence settings.
+        QM method and convergence settings, and the defaults of ``workers``, ``scheduler_address``,
+        ``chunk_size`` and ``retry_failed``.
     progress : bool
         Show a tqdm progress bar.
     skip_existing : bool
-        Do not recompute configurations already in the store (ok or failed) with the same source,
-        trajectory id and frame (so a killed job can be restarted).
+        Do not recompute configurations (same ``config_hash``) whose latest record is ok, or failed
+        when not retrying; a configuration repeated in ``configs`` is computed once.
+    retry_failed : bool, optional
+        Label again configurations whose latest record failed (a new record supersedes the old).
+        Default: ``label_settings.retry_failed``.
+    workers : int, optional
+        Dask worker processes of a LocalCluster (0: in this process). Default: ``label_settings.workers``.
+    scheduler_address : str, optional
+        Connect to this Dask scheduler instead of starting a LocalCluster.
+    client : distributed.Client, optional
+        Use this Dask client (it is not closed).
 
     Returns
     -------
     LabelReport
-        Counts of ok and failed records, failures per reason, wall time.
+        Counts of ok, failed, skipped and retried configurations, failures by reason, wall time.
+
+    Raises
+    ------
+    InputError
+        The store is corrupted, foreign, of another method, or held by another job; or the method is
+        unknown.
     """
     start = time.perf_counter()
+    settings = label_settings
+    retry = settings.retry_failed if retry_failed is None else retry_failed
+    n_workers = settings.workers if workers is None else workers
+    address = scheduler_address if scheduler_address is not None else settings.scheduler_address
+    meta = _engine_meta(create_engine(settings))  # unknown methods and missing inputs fail here, before any work
     store = LabelStore(store_path)
-    done = {(r["source"], r["trajectory_id"], r["frame"]) for r in store.records()} if skip_existing else set()
-    todo = list(configs)
     report = LabelReport(store_path=Path(store_path))
     failures: Counter[str] = Counter()
-    iterator: Iterable[Configuration] = todo
-    if progress:
-        from tqdm.auto import tqdm
+    with store.locked():
+        todo, upfront = _plan(configs, store, skip_existing, retry, report)
+        bar = _progress_bar(len(todo) + len(upfront), progress)
 
-        iterator = tqdm(todo, desc="QM labels", unit="config")
-    for config in iterator:
-        if (config.source, config.trajectory_id, config.frame) in done:
+        def record(item: tuple[Configuration, int], result: LabelRecord) -> None:
+            config, supersedes = item
+            store.append(
+                config,
+                result.vacuum,
+                result.embedded,
+                result.status,
+                result.reason,
+                meta["method"],
+                basis=meta["basis"],
+                engine=result.engine or meta["engine"],
+                engine_version=result.engine_version or meta["engine_version"],
+                supersedes=supersedes,
+            )
+            if supersedes >= 0:
+                report.n_retried += 1
+            if result.status == "ok":
+                report.n_ok += 1
+            else:
+                report.n_failed += 1
+                failures[result.reason] += 1
+                logger.warning(
+                    "labeling failed for %s trajectory %d frame %d: %s",
+                    config.source,
+                    config.trajectory_id,
+                    config.frame,
+                    result.reason,
+                )
+            if bar is not None:
+                bar.update(1)
+
+        try:
+            for item, reason in upfront:
+                record(item, LabelRecord(item[0], None, None, "failed", reason, **meta))
+            if client is not None or address or n_workers > 0:
+                from biomol_nnp.qm.distributed import dask_label
+
+                report.workers = n_workers
+                for items, results in dask_label(todo, settings, n_workers, address, client):
+                    for item, result in zip(items, results, strict=True):
+                        record(item, result)
+            else:
+                for item in todo:
+                    record(item, label_one(item[0], settings))
+        finally:
+            if bar is not None:
+                bar.close()
+    report.failures = dict(failures)
+    report.failures_by_kind = dict(_kinds(failures))
+    report.elapsed_s = time.perf_counter() - start
+    _log_report(report)
+    return report
+
+
+def _kinds(failures: Counter[str]) -> Counter[str]:
+    kinds: Counter[str] = Counter()
+    for reason, count in failures.items():
+        kinds[failure_kind(reason)] += count
+    return kinds
+
+
+def _plan(
+    configs: Iterable[Configuration], store: LabelStore, skip_existing: bool, retry: bool, report: LabelReport
+) -> tuple[list[tuple[Configuration, int]], list[tuple[tuple[Configuration, int], str]]]:
+    """What to compute (config, superseded index) and what fails before submission (with reason)."""
+    latest = store.latest_records() if skip_existing else {}
+    seen: set[str] = set()
+    todo: list[tuple[Configuration, int]] = []
+    upfront: list[tuple[tuple[Configuration, int], str]] = []
+    for config in configs:
+        key = config_hash(config)
+        previous = latest.get(key)
+        if key in seen or (previous is not None and (previous["status"] == "ok" or not retry)):
             report.n_skipped += 1
             continue
-        record = label_one(config, label_settings)
-        store.append(record.config, record.vacuum, record.embedded, record.status, record.reason, record.method)
-        if record.status == "ok":
-            report.n_ok += 1
-        else:
-            report.n_failed += 1
-            failures[record.reason] += 1
-            logger.warning(
-                "labeling failed for %s trajectory %d frame %d: %s",
-                config.source,
-                config.trajectory_id,
-                config.frame,
-                record.reason,
-            )
-    report.failures = dict(failures)
-    report.elapsed_s = time.perf_counter() - start
+        seen.add(key)
+        item = (config, -1 if previous is None else int(previous["index"]))
+        try:
+            check_charge_multiplicity(config.atomic_numbers, config.total_charge, config.multiplicity)
+        except ValueError as err:
+            upfront.append((item, f"input: {type(err).__name__}: {err}"))
+            continue
+        todo.append(item)
+    return todo, upfront
+
+
+def _progress_bar(total: int, enabled: bool) -> Any:
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="QM labels", unit="config")
+
+
+def _log_report(report: LabelReport) -> None:
     logger.info(
-        "labeled %d configurations into %s: %d ok, %d failed, %d already there (%.1f s)",
+        "labeled %d configurations into %s: %d ok, %d failed (%d retried), %d skipped (%.1f s, %s)",
         report.n_total,
-        store_path,
+        report.store_path,
         report.n_ok,
         report.n_failed,
+        report.n_retried,
         report.n_skipped,
         report.elapsed_s,
+        f"{report.workers} Dask workers" if report.workers else "in process",
     )
-    for reason, count in failures.most_common():
-        logger.info("  %d failed: %s", count, reason)
-    return report
+    for kind, count in Counter(report.failures_by_kind).most_common():
+        logger.info("  %d failed: %s", count, kind)
+
+
+def chunks(items: Sequence[Any], size: int) -> Iterator[list[Any]]:
+    """Consecutive lists of at most ``size`` items."""
+    for start in range(0, len(items), size):
+        yield list(items[start : start + size])

@@ -2,9 +2,12 @@
 
 Layout (all quantities in OpenMM units; the root attribute ``units`` maps names to units)::
 
-    /                                   attrs: format_version, package_version, method, units (JSON)
+    /                                   attrs: format_version, package, package_version, method, basis,
+                                               units (JSON)
     /configurations/{index:06d}         attrs: status ("ok" | "failed"), reason, source,
-                                               trajectory_id, frame, total_charge, multiplicity, method
+                                               trajectory_id, frame, total_charge, multiplicity, method,
+                                               basis, engine, engine_version, config_hash, record_hash,
+                                               supersedes (index of the record it replaces, or -1)
         atomic_numbers  (N,)   int
         positions       (N, 3) nm
         mm_positions    (M, 3) nm
@@ -15,6 +18,16 @@ Layout (all quantities in OpenMM units; the root attribute ``units`` maps names 
 
 A failed record keeps its inputs and whatever result was computed before the failure.
 Every dataset also carries its unit in a ``units`` attribute.
+
+Append-only: a record is never rewritten. A configuration is identified by ``config_hash`` (SHA-256
+of its inputs: elements, positions, charge, multiplicity, point charges); labeling it again (a retry
+of a failed record) appends a new record with ``supersedes`` pointing at the old one, and only the
+latest record of each configuration counts in :meth:`LabelStore.statuses`, ``len`` and the
+training arrays. ``record_hash`` is the SHA-256 of the record's inputs and results, so a copy can be
+checked record by record. Files of format version 1 (without hashes) are read too.
+
+A job that writes holds ``<store>.lock`` (JSON with host and PID); a second writer is refused
+while the first is alive, and a lock left by a dead process on this host is taken over.
 
 >>> store = LabelStore("labels.h5")  # doctest: +SKIP
 >>> len(store), store.statuses()  # doctest: +SKIP
@@ -28,7 +41,7 @@ import json
 import logging
 import os
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,13 +49,16 @@ import numpy as np
 
 from biomol_nnp import __version__
 from biomol_nnp.exceptions import InputError
+from biomol_nnp.qm.engine import QMResult
 from biomol_nnp.qm.sampling import Configuration
-from biomol_nnp.qm.xtb_engine import QMResult
+from biomol_nnp.qm.store_lock import StoreLock
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 """Version of the HDF5 layout written by :class:`LabelStore`."""
+READABLE_VERSIONS = (1, 2)
+"""Layouts :class:`LabelStore` reads (version 1 has no hashes, basis or engine attributes)."""
 
 UNITS = {
     "atomic_numbers": "",
@@ -107,6 +123,10 @@ class LabeledConfiguration:
     trajectory_id : int
     frame : int
     multiplicity : int
+    embedded_dipole : numpy.ndarray, shape (3,)
+        e*nm (equal to ``dipole`` when M = 0).
+    method, basis, engine, engine_version, config_hash : str
+        Provenance of the record (empty for records of format 1).
 
     Examples
     --------
@@ -135,11 +155,54 @@ class LabeledConfiguration:
     trajectory_id: int
     frame: int
     multiplicity: int = 1
+    embedded_dipole: np.ndarray = field(default_factory=lambda: np.zeros(3))
+    method: str = ""
+    basis: str = ""
+    engine: str = ""
+    engine_version: str = ""
+    config_hash: str = ""
 
     @property
     def has_point_charges(self) -> bool:
         """Whether the configuration has MM point charges (M > 0)."""
         return bool(self.mm_charges.size)
+
+
+def config_hash(config: Configuration) -> str:
+    """SHA-256 (hex) of a configuration's inputs: what identifies it in a store.
+
+    Covers elements, positions, total charge, multiplicity and the point charges (positions,
+    charges, elements); not its provenance (source, trajectory, frame).
+
+    Examples
+    --------
+    >>> c = Configuration(np.array([1, 1]), np.array([[0.0, 0.0, 0.0], [0.074, 0.0, 0.0]]))
+    >>> config_hash(c) == config_hash(Configuration(c.atomic_numbers, c.positions.copy()))
+    True
+    """
+    digest = hashlib.sha256(f"{int(config.total_charge)}|{int(config.multiplicity)}".encode())
+    for name in _INPUTS:
+        _update(digest, name, getattr(config, name))
+    return digest.hexdigest()
+
+
+def _update(digest: Any, name: str, value: Any) -> None:
+    array = np.asarray(value)
+    dtype = "<i8" if array.dtype.kind in "iub" else "<f8"
+    digest.update(name.encode())
+    digest.update(str(array.shape).encode())
+    digest.update(np.ascontiguousarray(array, dtype=dtype).tobytes())
+
+
+def record_hash(key: str, vacuum: QMResult | None, embedded: QMResult | None, status: str, method: str) -> str:
+    """SHA-256 (hex) of one record: its configuration hash, status, method and every result array."""
+    digest = hashlib.sha256(f"{key}|{status}|{method}".encode())
+    for label, result in (("vacuum", vacuum), ("embedded", embedded)):
+        if result is None:
+            continue
+        for name in _EMBEDDED:
+            _update(digest, f"{label}/{name}", getattr(result, name))
+    return digest.hexdigest()
 
 
 class LabelStore:
@@ -150,10 +213,17 @@ class LabelStore:
     path : str or os.PathLike
         HDF5 file; created on the first :meth:`append` when missing.
 
+    Raises
+    ------
+    InputError
+        The file exists but is not a readable HDF5 file (truncated, corrupted) or is not a
+        biomol-nnp label store of a known format.
+
     Examples
     --------
     >>> store = LabelStore("labels.h5")  # doctest: +SKIP
-    >>> store.append(config, vacuum, embedded, status="ok")  # doctest: +SKIP
+    >>> with store.locked():  # doctest: +SKIP
+    ...     store.append(config, vacuum, embedded, status="ok")
     0
     >>> store.load_training_arrays()[0].embedding_energy  # doctest: +SKIP
     -35.2
@@ -161,6 +231,7 @@ class LabelStore:
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
+        self.lock = StoreLock(self.path)
         if self.path.exists():
             self._check_format()
 
@@ -172,29 +243,65 @@ class LabelStore:
     def _check_format(self) -> None:
         try:
             with self._open("r") as h5:
-                version = h5.attrs.get("format_version")
+                version = _plain(h5.attrs.get("format_version"))
+                package = _plain(h5.attrs.get("package"))
+                keys = sorted(h5.keys())
+                group_ok = _GROUP not in h5 or hasattr(h5[_GROUP], "keys")
         except OSError as err:
-            raise InputError(f"{str(self.path)!r} is not a readable HDF5 file: {err}") from err
-        if version is None or int(version) != FORMAT_VERSION:
             raise InputError(
-                f"{str(self.path)!r} is not a biomol-nnp label store of format {FORMAT_VERSION} "
-                f"(format_version={version!r}); give a new path or a file written by LabelStore"
+                f"{str(self.path)!r} is not a readable HDF5 file (truncated or corrupted?): {err}; "
+                "give a label store written by biomol-nnp or a new path"
+            ) from err
+        if version is None:
+            raise InputError(
+                f"{str(self.path)!r} is an HDF5 file but not a biomol-nnp label store (no format_version "
+                f"attribute; top-level keys {keys[:5]}); give a new path or a file written by LabelStore"
             )
+        if (
+            not isinstance(version, int)
+            or version not in READABLE_VERSIONS
+            or (package is not None and str(package) != "biomol-nnp")
+        ):
+            raise InputError(
+                f"{str(self.path)!r} is not a biomol-nnp label store of format {READABLE_VERSIONS} "
+                f"(format_version={version!r}, package={package!r}); give a new path or a file written by "
+                "LabelStore"
+            )
+        if not group_ok:
+            raise InputError(f"{str(self.path)!r}: '{_GROUP}' is not a group; the file is corrupted")
+
+    def locked(self) -> StoreLock:
+        """Context manager that holds the store's writer lock (see :class:`StoreLock`)."""
+        return self.lock
 
     def __len__(self) -> int:
+        """Number of distinct configurations (a retried configuration counts once)."""
+        return len(self.latest_records())
+
+    @property
+    def n_records(self) -> int:
+        """Number of records, superseded ones included."""
         if not self.path.exists():
             return 0
         with self._open("r") as h5:
             return len(h5[_GROUP]) if _GROUP in h5 else 0
 
-    @property
-    def method(self) -> str | None:
-        """QM method of the records, or None for an empty store."""
+    def _root_attr(self, name: str) -> str | None:
         if not self.path.exists():
             return None
         with self._open("r") as h5:
-            method = h5.attrs.get("method")
-        return None if method is None else str(method)
+            value = h5.attrs.get(name)
+        return None if value is None else str(value)
+
+    @property
+    def method(self) -> str | None:
+        """QM method of the records, or None for an empty store."""
+        return self._root_attr("method")
+
+    @property
+    def basis(self) -> str | None:
+        """Basis set of the records ("" for xtb), or None for an empty store."""
+        return self._root_attr("basis")
 
     def append(
         self,
@@ -204,6 +311,11 @@ class LabelStore:
         status: str = "ok",
         reason: str = "",
         method: str = "GFN2-xTB",
+        *,
+        basis: str = "",
+        engine: str = "",
+        engine_version: str = "",
+        supersedes: int = -1,
     ) -> int:
         """Write one record and return its index.
 
@@ -220,12 +332,24 @@ class LabelStore:
         reason : str
             Why the calculation failed (empty when ok).
         method : str
-            QM method; must match the store's.
+            Level of theory; must match the store's.
+        basis : str
+            Basis set ("" for xtb and MM); must match the store's.
+        engine, engine_version : str
+            Program that computed the labels and its version.
+        supersedes : int
+            Index of the record this one replaces (a retry), or -1.
 
         Returns
         -------
         int
             Index of the new record.
+
+        Raises
+        ------
+        InputError
+            Bad status, missing results for "ok", another method/basis than the store's, or another
+            job holding the store's lock.
         """
         if status not in STATUSES:
             raise InputError(f"status must be one of {STATUSES}, got {status!r}")
@@ -234,9 +358,13 @@ class LabelStore:
                 "status 'ok' needs a vacuum result and, with point charges, an embedded result; "
                 "record the configuration as 'failed' with a reason instead"
             )
+        other = self.lock.held_by_other()
+        if other is not None:
+            raise InputError(self.lock.refuse_message(other))
+        key = config_hash(config)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._open("a") as h5:
-            self._init_root(h5, method)
+            self._init_root(h5, method, basis)
             group = h5.require_group(_GROUP)
             index = len(group)
             record = group.create_group(f"{index:06d}")
@@ -260,12 +388,18 @@ class LabelStore:
                     "total_charge": int(config.total_charge),
                     "multiplicity": int(config.multiplicity),
                     "method": method,
+                    "basis": basis,
+                    "engine": engine,
+                    "engine_version": engine_version,
+                    "config_hash": key,
+                    "record_hash": record_hash(key, vacuum, embedded if config.n_mm else None, status, method),
+                    "supersedes": int(supersedes),
                 }
             )
             h5.flush()
         return index
 
-    def _init_root(self, h5: Any, method: str) -> None:
+    def _init_root(self, h5: Any, method: str, basis: str) -> None:
         if "format_version" not in h5.attrs:
             h5.attrs.update(
                 {
@@ -273,35 +407,50 @@ class LabelStore:
                     "package": "biomol-nnp",
                     "package_version": __version__,
                     "method": method,
+                    "basis": basis,
                     "units": json.dumps(UNITS, sort_keys=True),
                 }
             )
-        elif str(h5.attrs["method"]) != method:
+            return
+        stored = (str(h5.attrs["method"]), str(h5.attrs.get("basis", "")))
+        if stored != (method, basis):
+            have = "/".join(x for x in stored if x)
+            new = "/".join(x for x in (method, basis) if x)
             raise InputError(
-                f"{str(self.path)!r} holds {h5.attrs['method']} labels; cannot append {method} labels. "
+                f"{str(self.path)!r} holds {have} labels; cannot append {new} labels. "
                 "Use a separate label file per method."
             )
 
     def records(self) -> list[dict[str, Any]]:
-        """Attributes of every record (status, reason, source, trajectory_id, frame, ...)."""
+        """Attributes of every record, superseded ones included (status, reason, config_hash, ...)."""
         if not self.path.exists():
             return []
         with self._open("r") as h5:
             if _GROUP not in h5:
                 return []
-            return [{"index": int(k), **_attrs(g)} for k, g in sorted(h5[_GROUP].items())]
+            out = []
+            for k, g in sorted(h5[_GROUP].items()):
+                attrs = {"index": int(k), **_attrs(g)}
+                if "config_hash" not in attrs:  # format 1, or interrupted while writing
+                    attrs["config_hash"] = config_hash(_load_inputs(g, attrs))
+                out.append(attrs)
+            return out
+
+    def latest_records(self) -> dict[str, dict[str, Any]]:
+        """The latest record of each configuration, keyed by its ``config_hash``."""
+        return {r["config_hash"]: r for r in self.records()}
 
     def statuses(self) -> dict[str, int]:
-        """Number of records per status, e.g. ``{"ok": 10, "failed": 1}``."""
-        counts = Counter(r["status"] for r in self.records())
+        """Number of configurations per status of their latest record, e.g. ``{"ok": 10, "failed": 1}``."""
+        counts = Counter(r["status"] for r in self.latest_records().values())
         return {s: counts.get(s, 0) for s in STATUSES}
 
     def failure_reasons(self) -> dict[str, int]:
-        """Number of failed records per reason."""
-        return dict(Counter(r["reason"] for r in self.records() if r["status"] == "failed"))
+        """Number of configurations whose latest record failed, per reason."""
+        return dict(Counter(r["reason"] for r in self.latest_records().values() if r["status"] == "failed"))
 
     def load_training_arrays(self) -> list[LabeledConfiguration]:
-        """Load every ``ok`` record, in index order.
+        """Load the latest record of every configuration whose status is ``ok``, in index order.
 
         Returns
         -------
@@ -310,12 +459,13 @@ class LabelStore:
         """
         if not self.path.exists():
             return []
+        keep = {r["index"] for r in self.latest_records().values() if r["status"] == "ok"}
         out: list[LabeledConfiguration] = []
         with self._open("r") as h5:
             if _GROUP not in h5:
                 return []
             for key, group in sorted(h5[_GROUP].items()):
-                if str(group.attrs.get("status", "failed")) == "ok":
+                if int(key) in keep:
                     out.append(_load_record(int(key), group))
         return out
 
@@ -349,6 +499,28 @@ class LabelStore:
                 digest.update(name.encode())
                 digest.update(np.ascontiguousarray(value, dtype=dtype).tobytes())
         return digest.hexdigest()
+
+
+def _plain(value: Any) -> Any:
+    """An HDF5 attribute as a plain Python value (numpy scalars unwrapped, bytes decoded)."""
+    value = value.item() if isinstance(value, np.generic) else value
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _load_inputs(group: Any, attrs: dict[str, Any]) -> Configuration:
+    try:
+        arrays = {name: np.asarray(group[name][()]) for name in _INPUTS}
+    except KeyError:  # interrupted before its inputs were written: a hash nothing else has
+        return Configuration(np.zeros(1, dtype=np.int64), np.full((1, 3), float(hash(group.name))))
+    return Configuration(
+        atomic_numbers=arrays["atomic_numbers"],
+        positions=arrays["positions"],
+        total_charge=int(attrs.get("total_charge", 0)),
+        mm_positions=arrays["mm_positions"],
+        mm_charges=arrays["mm_charges"],
+        mm_numbers=arrays["mm_numbers"],
+        multiplicity=int(attrs.get("multiplicity", 1)),
+    )
 
 
 def _write(group: Any, name: str, value: Any, unit_key: str) -> None:
@@ -392,6 +564,12 @@ def _load_record(index: int, group: Any) -> LabeledConfiguration:
         trajectory_id=int(attrs["trajectory_id"]),
         frame=int(attrs["frame"]),
         multiplicity=int(attrs.get("multiplicity", 1)),
+        embedded_dipole=emb["dipole"],
+        method=str(attrs.get("method", "")),
+        basis=str(attrs.get("basis", "")),
+        engine=str(attrs.get("engine", "")),
+        engine_version=str(attrs.get("engine_version", "")),
+        config_hash=str(attrs.get("config_hash", "")),
         atomic_numbers=inputs["atomic_numbers"],
         positions=inputs["positions"].reshape(-1, 3),
         mm_positions=inputs["mm_positions"].reshape(-1, 3),

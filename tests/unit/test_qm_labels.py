@@ -44,9 +44,7 @@ def broken(frame: int) -> Configuration:
 
 def fake_result(n: int, m: int, energy: float) -> QMResult:
     rng = np.random.default_rng(n + m)
-    return QMResult(
-        energy, rng.normal(size=(n, 3)), rng.normal(size=(m, 3)), rng.normal(size=n), rng.normal(size=3)
-    )
+    return QMResult(energy, rng.normal(size=(n, 3)), rng.normal(size=(m, 3)), rng.normal(size=n), rng.normal(size=3))
 
 
 def test_store_round_trip_keeps_arrays_units_and_statuses(tmp_path) -> None:
@@ -78,7 +76,7 @@ def test_store_round_trip_keeps_arrays_units_and_statuses(tmp_path) -> None:
 
     with h5py.File(path, "r") as h5:
         assert json.loads(h5.attrs["units"]) == UNITS
-        assert h5.attrs["method"] == "GFN2-xTB" and int(h5.attrs["format_version"]) == 1
+        assert h5.attrs["method"] == "GFN2-xTB" and int(h5.attrs["format_version"]) == 2
         assert "package_version" in h5.attrs
         assert h5["configurations/000000/embedded/forces"].attrs["units"] == "kJ/mol/nm"
         assert h5["configurations/000000/positions"].attrs["units"] == "nm"
@@ -133,7 +131,14 @@ def test_failed_configuration_is_recorded_and_the_next_one_is_labeled(tmp_path) 
     assert [r.frame for r in records] == [0, 2]
     assert records[0].charges.sum() == pytest.approx(0.0, abs=1e-6)
 
-    # a restarted job skips what is already in the store
+    # a restarted job skips what is ok, retries what failed (a new record supersedes it)
     again = label_configurations([*configs, water(3)], path, LabelSettings())
-    assert (again.n_ok, again.n_failed, again.n_skipped) == (1, 0, 3)
-    assert len(LabelStore(path)) == 4
+    assert (again.n_ok, again.n_failed, again.n_skipped, again.n_retried) == (1, 1, 2, 1)
+    assert again.failures_by_kind == {"vacuum: QMCalculationError": 1}
+    store = LabelStore(path)
+    assert len(store) == 4 and store.n_records == 5
+    assert [r["supersedes"] for r in store.records()] == [-1, -1, -1, 1, -1]
+    assert store.statuses() == {"ok": 3, "failed": 1}
+    # without retries, nothing is left to do
+    last = label_configurations([*configs, water(3), water(3)], path, LabelSettings(retry_failed=False))
+    assert (last.n_total, last.n_skipped) == (0, 5)

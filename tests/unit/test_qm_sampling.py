@@ -43,9 +43,7 @@ def test_point_charges_are_whole_waters_close_to_the_region(configs) -> None:
         assert c.n_mm > 0 and c.n_mm % 3 == 0
         waters = c.mm_positions.reshape(-1, 3, 3)
         np.testing.assert_array_equal(c.mm_numbers.reshape(-1, 3), np.tile([8, 1, 1], (c.n_mm // 3, 1)))
-        np.testing.assert_allclose(
-            c.mm_charges.reshape(-1, 3), np.tile([-0.834, 0.417, 0.417], (c.n_mm // 3, 1))
-        )
+        np.testing.assert_allclose(c.mm_charges.reshape(-1, 3), np.tile([-0.834, 0.417, 0.417], (c.n_mm // 3, 1)))
         # O-H bonds intact (molecules not split by the box), TIP3P rigid 0.09572 nm
         oh = np.linalg.norm(waters[:, 1:] - waters[:, :1], axis=-1)
         np.testing.assert_allclose(oh, 0.09572, atol=1e-4)

@@ -60,9 +60,7 @@ def _energy(engine: XTBEngine, xyz: np.ndarray, mm: np.ndarray, mm_z: np.ndarray
 
 def test_forces_on_atoms_and_point_charges_match_finite_differences(engine: XTBEngine) -> None:
     xyz, mm, mm_z = water_with_point_charges()
-    result = engine.compute(
-        WATER_DIMER_NUMBERS[:3], xyz, mm_positions=mm, mm_charges=TIP3P_CHARGES, mm_numbers=mm_z
-    )
+    result = engine.compute(WATER_DIMER_NUMBERS[:3], xyz, mm_positions=mm, mm_charges=TIP3P_CHARGES, mm_numbers=mm_z)
     assert result.forces.shape == (3, 3) and result.mm_forces.shape == (3, 3)
     h = 1e-5  # nm
     for target, analytic in ((xyz, result.forces), (mm, result.mm_forces)):
@@ -122,9 +120,7 @@ def test_embedding_energy_changes_sign_when_point_charges_flip(engine: XTBEngine
     z = WATER_DIMER_NUMBERS[:3]
     e_vac = engine.compute(z, xyz).energy
     e_plus = engine.compute(z, xyz, mm_positions=mm, mm_charges=TIP3P_CHARGES, mm_numbers=mm_z).energy - e_vac
-    e_minus = (
-        engine.compute(z, xyz, mm_positions=mm, mm_charges=-TIP3P_CHARGES, mm_numbers=mm_z).energy - e_vac
-    )
+    e_minus = engine.compute(z, xyz, mm_positions=mm, mm_charges=-TIP3P_CHARGES, mm_numbers=mm_z).energy - e_vac
     assert e_plus < -1.0  # donor water next to an acceptor: attractive
     assert e_minus > 1.0
     # the even part (polarization) is negative and smaller than the odd part
@@ -143,9 +139,7 @@ def test_embedding_energy_changes_sign_when_point_charges_flip(engine: XTBEngine
 )
 def test_impossible_charge_multiplicity_is_refused(engine: XTBEngine, charge, multiplicity, match) -> None:
     with pytest.raises(InputError, match=match):
-        engine.compute(
-            WATER_DIMER_NUMBERS[:3], dimer_nm()[:3], total_charge=charge, multiplicity=multiplicity
-        )
+        engine.compute(WATER_DIMER_NUMBERS[:3], dimer_nm()[:3], total_charge=charge, multiplicity=multiplicity)
 
 
 def test_possible_open_shell_is_accepted() -> None:
