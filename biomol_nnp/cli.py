@@ -39,11 +39,32 @@ def command_demo(args: argparse.Namespace) -> None:
     run_pipeline(settings, Path(args.output), progress=not args.no_progress, resume=not args.restart)
 
 
-def command_label(args: argparse.Namespace) -> None:
-    from biomol_nnp.pipeline import sample_and_label
+def command_sample(args: argparse.Namespace) -> None:
+    from biomol_nnp.qm.jobs import sample_job
 
     settings = load_settings(args.config)
-    sample_and_label(settings, Path(args.output), progress=not args.no_progress)
+    sample_job(settings, Path(args.output), kind=args.kind, progress=not args.no_progress)
+
+
+def command_label(args: argparse.Namespace) -> None:
+    from biomol_nnp.qm.jobs import label_job
+
+    settings = load_settings(args.config)
+    if args.method:
+        settings.labels.method = args.method
+    if args.workers is not None:
+        settings.labels.workers = args.workers
+    if args.scheduler:
+        settings.labels.scheduler_address = args.scheduler
+    if args.chunk_size:
+        settings.labels.chunk_size = args.chunk_size
+    if args.no_retry:
+        settings.labels.retry_failed = False
+    report = label_job(settings, Path(args.output), args.configs, progress=not args.no_progress, extxyz=args.extxyz)
+    if report.n_failed:
+        logger.warning(
+            "%d configurations failed; see the reasons above (they are retried on the next run)", report.n_failed
+        )
 
 
 def command_train(args: argparse.Namespace) -> None:
@@ -89,14 +110,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-c", "--config", help="settings YAML (default: built-in defaults)")
     p.add_argument("-o", "--output", default="demo_output", help="output folder")
     p.add_argument("--quick", action="store_true", help="tiny settings for a smoke test (minutes)")
-    p.add_argument(
-        "--restart", action="store_true", help="redo every stage instead of reusing finished outputs"
-    )
+    p.add_argument("--restart", action="store_true", help="redo every stage instead of reusing finished outputs")
     p.set_defaults(func=command_demo)
 
-    p = sub.add_parser("label", help="sample configurations by MM MD and label them with GFN2-xTB")
+    p = sub.add_parser("sample", help="sample configurations to label and write them to an HDF5 file")
+    p.add_argument("-c", "--config", help="settings YAML")
+    p.add_argument("-o", "--output", default="configs.h5", help="configurations file to write")
+    p.add_argument("--kind", default="md", help="sampler: md, water-dimer-scan, water-clusters (default md)")
+    p.set_defaults(func=command_sample)
+
+    p = sub.add_parser(
+        "label",
+        help="label configurations with QM (only missing or failed ones), in process or on Dask",
+        description="Label CONFIGS (from `biomol-nnp sample`; MM MD sampling when omitted) into LABELS.",
+    )
+    p.add_argument("configs", nargs="?", help="configurations file (HDF5); omitted: sample by MM MD")
     p.add_argument("-c", "--config", help="settings YAML")
     p.add_argument("-o", "--output", default="labels.h5", help="HDF5 labels file (appended to)")
+    p.add_argument("--method", help="QM method: GFN2-xTB, GFN2-xTB-tblite, DFT, MM (overrides labels.method)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=int, help="Dask LocalCluster worker processes (0: in this process)")
+    where.add_argument("--scheduler", help="address of a running Dask scheduler, e.g. tcp://host:8786")
+    p.add_argument("--chunk-size", type=int, help="configurations per Dask task (default labels.chunk_size)")
+    p.add_argument("--no-retry", action="store_true", help="do not label again configurations that failed")
+    p.add_argument("--extxyz", help="also export the ok labels to this extended XYZ file (eV, Angstrom)")
     p.set_defaults(func=command_label)
 
     p = sub.add_parser("train", help="train an ensemble on a labels file and export model.pt")

@@ -100,7 +100,7 @@ class LabelReport:
     elapsed_s : float
         Wall time, s.
     workers : int
-        Dask workers used (0: labeled in this process).
+        Dask LocalCluster workers used (0: labeled in this process; -1: an existing scheduler or client).
 
     Examples
     --------
@@ -257,6 +257,7 @@ def label_configurations(
     address = scheduler_address if scheduler_address is not None else settings.scheduler_address
     meta = _engine_meta(create_engine(settings))  # unknown methods and missing inputs fail here, before any work
     store = LabelStore(store_path)
+    store.check_method(meta["method"], meta["basis"])
     report = LabelReport(store_path=Path(store_path))
     failures: Counter[str] = Counter()
     with store.locked():
@@ -300,7 +301,7 @@ def label_configurations(
             if client is not None or address or n_workers > 0:
                 from biomol_nnp.qm.distributed import dask_label
 
-                report.workers = n_workers
+                report.workers = n_workers if client is None and not address else -1
                 for items, results in dask_label(todo, settings, n_workers, address, client):
                     for item, result in zip(items, results, strict=True):
                         record(item, result)
@@ -367,7 +368,7 @@ def _log_report(report: LabelReport) -> None:
         report.n_retried,
         report.n_skipped,
         report.elapsed_s,
-        f"{report.workers} Dask workers" if report.workers else "in process",
+        {0: "in process", -1: "on a Dask scheduler"}.get(report.workers, f"{report.workers} Dask workers"),
     )
     for kind, count in Counter(report.failures_by_kind).most_common():
         logger.info("  %d failed: %s", count, kind)

@@ -399,6 +399,24 @@ class LabelStore:
             h5.flush()
         return index
 
+    def check_method(self, method: str, basis: str = "") -> None:
+        """Refuse (:class:`InputError`) a method or basis other than the records' (an empty store takes any)."""
+        if not self.path.exists():
+            return
+        with self._open("r") as h5:
+            if "method" in h5.attrs:
+                self._compare_method(h5, method, basis)
+
+    def _compare_method(self, h5: Any, method: str, basis: str) -> None:
+        stored = (str(h5.attrs["method"]), str(h5.attrs.get("basis", "")))
+        if stored != (method, basis):
+            have = "/".join(x for x in stored if x)
+            new = "/".join(x for x in (method, basis) if x)
+            raise InputError(
+                f"{str(self.path)!r} holds {have} labels; cannot append {new} labels. "
+                "Use a separate label file per method."
+            )
+
     def _init_root(self, h5: Any, method: str, basis: str) -> None:
         if "format_version" not in h5.attrs:
             h5.attrs.update(
@@ -412,14 +430,7 @@ class LabelStore:
                 }
             )
             return
-        stored = (str(h5.attrs["method"]), str(h5.attrs.get("basis", "")))
-        if stored != (method, basis):
-            have = "/".join(x for x in stored if x)
-            new = "/".join(x for x in (method, basis) if x)
-            raise InputError(
-                f"{str(self.path)!r} holds {have} labels; cannot append {new} labels. "
-                "Use a separate label file per method."
-            )
+        self._compare_method(h5, method, basis)
 
     def records(self) -> list[dict[str, Any]]:
         """Attributes of every record, superseded ones included (status, reason, config_hash, ...)."""
