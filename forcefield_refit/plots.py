@@ -11,6 +11,7 @@ import numpy as np
 
 from forcefield_refit.exceptions import RefitInputError
 from forcefield_refit.torsions import FourierTorsion
+from forcefield_refit.units import KJ_TO_KCAL
 
 logger = logging.getLogger(__name__)
 
@@ -74,4 +75,65 @@ def plot_torsion_fit(
     finally:
         plt.close(fig)
     logger.info("wrote torsion fit plot to %s", out)
+    return out
+
+
+def plot_profile_comparison(
+    path: str | os.PathLike[str],
+    angles_deg: Sequence[float] | np.ndarray,
+    curves_kj: dict[str, np.ndarray],
+    title: str = "",
+    overwrite: bool = False,
+) -> Path:
+    """Save a PNG of several energy profiles over one dihedral (each shifted to its minimum).
+
+    Parameters
+    ----------
+    path : str or PathLike
+        Output PNG (not overwritten unless ``overwrite``).
+    angles_deg : array_like
+        ``[K]`` degrees.
+    curves_kj : dict
+        ``{label: [K] kJ/mol}``, e.g. target, original force field, refit.
+    title : str
+        Plot title.
+    overwrite : bool
+        Replace an existing file.
+
+    Returns
+    -------
+    pathlib.Path
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(path)
+    if out.exists() and not overwrite:
+        raise RefitInputError(
+            f"path={str(out)!r} exists; allowed: a new file, or overwrite=True. Hint: choose another name."
+        )
+    phi = np.mod(np.asarray(angles_deg, dtype=float) + 180.0, 360.0) - 180.0
+    order = np.argsort(phi)
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    try:
+        for label, energy in curves_kj.items():
+            e = np.asarray(energy, dtype=float)
+            if e.shape != phi.shape:
+                raise RefitInputError(
+                    f"curves_kj[{label!r}] has shape {e.shape}; allowed: {phi.shape} like angles_deg. "
+                    "Hint: evaluate every curve on the scan geometries."
+                )
+            ax.plot(phi[order], (e - e.min())[order] * KJ_TO_KCAL, "o-" if label.startswith("target") else "-",
+                    label=label, ms=3)
+        ax.set_xlabel("dihedral (degrees)")
+        ax.set_ylabel("energy (kcal/mol)")
+        ax.set_xlim(-180, 180)
+        ax.set_title(title)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out, dpi=90)
+    finally:
+        plt.close(fig)
     return out

@@ -1,0 +1,145 @@
+"""From a reference energy function to fit-ready torsion data: scan, MM baseline, dihedral angles.
+
+``target = E_ref(x) - E_MM-without-fitted-terms(x)`` on the relaxed reference geometries ``x``, for every
+atom-type quadruple being fitted (all dihedrals of those types in the molecule are removed from the
+baseline and measured in each frame). The result feeds :func:`forcefield_refit.torsion_fit.fit_torsions`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import openmm
+from openmm import app
+from threadpoolctl import threadpool_limits
+
+from forcefield_refit.energy import EnergyFunction, openmm_energy_function
+from forcefield_refit.molecules import LabelKind, Molecule, atom_labels, dihedrals_by_label
+from forcefield_refit.profiles import TorsionProfile, dihedral, evaluate_profile, moving_side, torsion_scan
+from forcefield_refit.torsion_fit import TorsionFitData
+from forcefield_refit.torsions import FourierTorsion, TypeQuad, remove_torsions
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ScannedProfile:
+    """A scanned profile with everything needed to fit and to report.
+
+    Attributes
+    ----------
+    name : str
+        e.g. ``"ala phi"``.
+    profile : TorsionProfile
+        Relaxed reference scan (energies relative to their minimum, kJ/mol).
+    baseline_kj : np.ndarray
+        ``[K]`` MM energy without the fitted terms, relative, kJ/mol.
+    original_kj : np.ndarray
+        ``[K]`` full original MM energy on the same geometries, relative, kJ/mol.
+    fit_data : TorsionFitData
+        ``target = reference - baseline`` and the dihedral angles of every fitted quadruple.
+    """
+
+    name: str
+    profile: TorsionProfile
+    baseline_kj: np.ndarray
+    original_kj: np.ndarray
+    fit_data: TorsionFitData
+
+    def refit_kj(self, torsions: dict[TypeQuad, FourierTorsion]) -> np.ndarray:
+        """Refit MM energy ``baseline + sum fitted series`` on the scan geometries, ``[K]`` kJ/mol."""
+        total = self.baseline_kj.copy()
+        for types, angles in self.fit_data.dihedrals_deg.items():
+            total += torsions[types].energy(np.radians(angles)).sum(axis=1)
+        return total
+
+
+def offset_free_rmse(first: np.ndarray, second: np.ndarray, weights: np.ndarray | None = None) -> float:
+    """RMSE of ``first - second`` after removing their (weighted) mean difference, same units as input.
+
+    Examples
+    --------
+    >>> offset_free_rmse(np.array([1.0, 2.0]), np.array([11.0, 12.0]))
+    0.0
+    """
+    diff = np.asarray(first, dtype=float) - np.asarray(second, dtype=float)
+    w = np.ones_like(diff) if weights is None else np.asarray(weights, dtype=float)
+    diff = diff - np.sum(w * diff) / np.sum(w)
+    return float(np.sqrt(np.sum(w * diff**2) / np.sum(w)))
+
+
+def scan_profile(
+    name: str,
+    molecule: Molecule,
+    reference_fn: EnergyFunction,
+    mm_forcefield: app.ForceField,
+    scan_atoms: Sequence[int],
+    fit_types: Sequence[TypeQuad],
+    angles_deg: Sequence[float] | np.ndarray,
+    by: LabelKind = "type",
+    restraint_k: float = 2000.0,
+    max_iterations: int = 500,
+    mm_system: openmm.System | None = None,
+) -> ScannedProfile:
+    """Relaxed reference scan of one dihedral and the MM baseline without the fitted torsion types.
+
+    Parameters
+    ----------
+    name : str
+        Profile label.
+    molecule : Molecule
+        Molecule with bonds and starting positions (nm).
+    reference_fn : EnergyFunction
+        Target energy (NNP, QM, or another force field), kJ/mol and kJ/mol/nm.
+    mm_forcefield : openmm.app.ForceField
+        Force field being refit (e.g. amber99sb.xml).
+    scan_atoms : sequence of 4 int
+        Scanned dihedral (must be bonded).
+    fit_types : sequence of type quadruples
+        Labels (types or classes, see ``by``) whose terms are refit; each must occur in the molecule.
+    angles_deg : array_like
+        Scan grid, degrees.
+    by : {"type", "class"}
+        How ``fit_types`` name atoms.
+    restraint_k : float
+        kJ/mol/rad^2.
+    max_iterations : int
+        L-BFGS-B cap per point.
+    mm_system : openmm.System, optional
+        Prebuilt MM System of this molecule (built from ``mm_forcefield`` when omitted).
+
+    Returns
+    -------
+    ScannedProfile
+    """
+    system = mm_system if mm_system is not None else molecule.system(mm_forcefield)
+    labels = atom_labels(molecule.topology, mm_forcefield, by)
+    quads = dihedrals_by_label(molecule.topology, labels, fit_types)
+    with threadpool_limits(1):
+        profile = torsion_scan(
+            reference_fn,
+            molecule.positions,
+            scan_atoms,
+            angles_deg,
+            restraint_k=restraint_k,
+            max_iterations=max_iterations,
+            moving_atoms=moving_side(molecule.bonds, scan_atoms),
+        )
+    removable = [q for qs in quads.values() for q in qs if _has_terms(system, q)]
+    baseline = evaluate_profile(openmm_energy_function(remove_torsions(system, removable)), profile.positions)
+    original = evaluate_profile(openmm_energy_function(system), profile.positions)
+    angles = {
+        t: np.degrees([[dihedral(frame, q) for q in qs] for frame in profile.positions]) for t, qs in quads.items()
+    }
+    data = TorsionFitData(name, profile.energies_kj - baseline, angles, weight_energy_kj=profile.energies_kj)
+    logger.info("profile %s: %d points, fitted types %s", name, len(profile.angles_deg), list(quads))
+    return ScannedProfile(name, profile, baseline, original, data)
+
+
+def _has_terms(system: openmm.System, quad: Sequence[int]) -> bool:
+    from forcefield_refit.torsions import system_torsion_terms
+
+    return bool(system_torsion_terms(system, quad))
