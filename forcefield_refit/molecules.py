@@ -158,3 +158,38 @@ def dihedrals_by_label(
             "Hint: amber14 types carry a prefix ('protein-CX'); amber99sb.xml needs by='class'."
         )
     return out
+
+
+#: TIP3P geometry (Jorgensen et al. 1983): O-H 0.9572 A, H-O-H 104.52 degrees.
+TIP3P_OH_NM = 0.09572
+TIP3P_HOH_DEG = 104.52
+
+
+def water_molecule() -> Molecule:
+    """One TIP3P-geometry water (residue HOH, atoms O, H1, H2; O at the origin, molecule in the xy plane)."""
+    top = app.Topology()
+    residue = top.addResidue("HOH", top.addChain())
+    o = top.addAtom("O", app.element.oxygen, residue)
+    h1 = top.addAtom("H1", app.element.hydrogen, residue)
+    h2 = top.addAtom("H2", app.element.hydrogen, residue)
+    top.addBond(o, h1)
+    top.addBond(o, h2)
+    half = np.radians(TIP3P_HOH_DEG / 2.0)
+    xyz = TIP3P_OH_NM * np.array([[0.0, 0.0, 0.0], [np.cos(half), np.sin(half), 0.0], [np.cos(half), -np.sin(half), 0.0]])
+    return Molecule("water", top, xyz)
+
+
+def combine(first: Molecule, second: Molecule, second_positions: np.ndarray | None = None) -> Molecule:
+    """One Molecule holding both (``first`` atoms first), e.g. a dimer; positions of ``second`` optional (nm)."""
+    top = app.Topology()
+    for source in (first, second):
+        chain = top.addChain()
+        mapping = {}
+        for residue in source.topology.residues():
+            new_res = top.addResidue(residue.name, chain)
+            for atom in residue.atoms():
+                mapping[atom] = top.addAtom(atom.name, atom.element, new_res)
+        for bond in source.topology.bonds():
+            top.addBond(mapping[bond[0]], mapping[bond[1]])
+    xyz = np.concatenate([first.positions, second.positions if second_positions is None else second_positions])
+    return Molecule(f"{first.name}-{second.name}", top, xyz)
