@@ -1,10 +1,11 @@
-"""QM labels: GFN2-xTB single points with MM point charges, MD sampling, HDF5 label store.
+"""QM labels: engines (xtb, tblite, PySCF DFT, OpenMM MM), samplers, HDF5 label store, Dask labeling.
 
-Importing this package imports neither xtb, OpenMM nor h5py; they load when first used.
+Importing this package imports neither xtb, PySCF, Dask, OpenMM nor h5py; they load when first used.
 """
 
+from biomol_nnp.qm.engine import QMEngine, available_methods, create_engine
 from biomol_nnp.qm.labeling import LabelRecord, LabelReport, label_configurations, label_one
-from biomol_nnp.qm.labels import LabeledConfiguration, LabelStore
+from biomol_nnp.qm.labels import LabeledConfiguration, LabelStore, config_hash
 from biomol_nnp.qm.sampling import Configuration, sample_md_configurations
 from biomol_nnp.qm.xtb_engine import QMResult, XTBEngine
 
@@ -14,8 +15,12 @@ __all__ = [
     "LabelReport",
     "LabelStore",
     "LabeledConfiguration",
+    "QMEngine",
     "QMResult",
     "XTBEngine",
+    "available_methods",
+    "config_hash",
+    "create_engine",
     "label_configurations",
     "label_one",
     "sample_md_configurations",
