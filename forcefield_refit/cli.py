@@ -1,6 +1,13 @@
-"""Command line: ``forcefield-refit fit PROFILE --types C N CX C --periodicities 1 2 3 --frcmod out.frcmod``.
+"""Command line.
 
-:func:`main` parses arguments and calls :func:`run`, the library entry point tests call in-process.
+- ``forcefield-refit torsions|cmap|hbonds SETTINGS.yaml``: the full workflows (scan with a reference
+  energy, fit, write every requested format, one plot per profile, a JSON report); settings models in
+  :mod:`forcefield_refit.settings`, library entry points in :mod:`forcefield_refit.workflows`.
+- ``forcefield-refit fit PROFILE --types C N CX C --periodicities 1 2 3 --frcmod out.frcmod``: fit one
+  precomputed 1-D profile.
+
+:func:`main` parses arguments and calls :func:`run` / :func:`run_workflow`, the library entry points tests
+call in-process.
 """
 
 from __future__ import annotations
@@ -11,6 +18,8 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from threadpoolctl import threadpool_limits
 
 from forcefield_refit.atom_types import DEFAULT_OPENMM_PREFIX, openmm_type_name
 from forcefield_refit.exceptions import RefitInputError
@@ -52,6 +61,7 @@ def run(
     plot: PathLike | None = None,
     type_prefix: str = DEFAULT_OPENMM_PREFIX,
     title: str = "",
+    overwrite: bool = False,
 ) -> FitOutputs:
     """Fit a Fourier series to a profile file and write the requested outputs.
 
@@ -69,6 +79,8 @@ def run(
         Prefix that turns Amber types into OpenMM type names for the ffxml (``protein-`` for ff14SB).
     title : str
         Title for the frcmod and the plot.
+    overwrite : bool
+        Replace existing output files.
 
     Returns
     -------
@@ -83,9 +95,9 @@ def run(
     torsion = fit_fourier(angles, target, periodicities, types=openmm_types)  # type: ignore[arg-type]
     outputs = FitOutputs(torsion=torsion)
     if frcmod is not None:
-        outputs.frcmod = write_frcmod(frcmod, [torsion], title=title)
+        outputs.frcmod = write_frcmod(frcmod, [torsion], title=title, overwrite=overwrite)
     if ffxml is not None:
-        outputs.ffxml = write_ffxml(ffxml, [torsion])
+        outputs.ffxml = write_ffxml(ffxml, [torsion], overwrite=overwrite)
     if plot is not None:
         outputs.plot = plot_torsion_fit(plot, angles, target, torsion, title=title)
     logger.info(
@@ -115,7 +127,36 @@ def build_parser() -> argparse.ArgumentParser:
         "--type-prefix", default=DEFAULT_OPENMM_PREFIX, help="OpenMM type prefix (default: protein-)"
     )
     fit.add_argument("--title", default="", help="title for the frcmod and plot")
+    fit.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    for name, text in WORKFLOW_HELP.items():
+        workflow = sub.add_parser(name, help=text)
+        workflow.add_argument("settings", help="YAML or JSON settings file (see forcefield_refit/settings.py)")
     return parser
+
+
+WORKFLOW_HELP = {
+    "torsions": "scan dihedrals with a reference energy, fit Fourier torsions jointly, write all formats",
+    "cmap": "2-D phi/psi scans, fit a CMAP correction on top of the base force field, write prm/itp/ffxml",
+    "hbonds": "rigid H-bond dimer scans, fit NBFIX pairs and/or CustomHbond terms, write all formats",
+}
+
+
+def run_workflow(command: str, settings_path: PathLike) -> dict[str, object]:
+    """Load a settings file for ``command`` (torsions, cmap, hbonds) and run the workflow; returns its report."""
+    from forcefield_refit import settings as models
+    from forcefield_refit import workflows
+
+    table = {
+        "torsions": (models.TorsionsSettings, workflows.run_torsions),
+        "cmap": (models.CmapSettings, workflows.run_cmap),
+        "hbonds": (models.HbondsSettings, workflows.run_hbonds),
+    }
+    if command not in table:
+        raise RefitInputError(f"command={command!r}; allowed: {sorted(table)}. Hint: forcefield-refit torsions x.yaml")
+    model, function = table[command]
+    loaded = models.load_settings(settings_path, model)  # type: ignore[arg-type]
+    with threadpool_limits(1):
+        return function(loaded)  # type: ignore[operator, no-any-return]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -124,6 +165,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.WARNING if args.quiet else logging.INFO, format="%(levelname)s %(message)s"
     )
+    if args.command in WORKFLOW_HELP:
+        report = run_workflow(args.command, args.settings)
+        logger.info("wrote %s", report.get("files"))
+        return 0
     if args.frcmod is None and args.ffxml is None and args.plot is None:
         logger.warning("no output requested (--frcmod/--ffxml/--plot); only fitting")
     run(
@@ -135,6 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         plot=args.plot,
         type_prefix=args.type_prefix,
         title=args.title,
+        overwrite=args.overwrite,
     )
     return 0
 

@@ -175,7 +175,9 @@ def water_molecule() -> Molecule:
     top.addBond(o, h1)
     top.addBond(o, h2)
     half = np.radians(TIP3P_HOH_DEG / 2.0)
-    xyz = TIP3P_OH_NM * np.array([[0.0, 0.0, 0.0], [np.cos(half), np.sin(half), 0.0], [np.cos(half), -np.sin(half), 0.0]])
+    xyz = TIP3P_OH_NM * np.array(
+        [[0.0, 0.0, 0.0], [np.cos(half), np.sin(half), 0.0], [np.cos(half), -np.sin(half), 0.0]]
+    )
     return Molecule("water", top, xyz)
 
 
@@ -193,3 +195,36 @@ def combine(first: Molecule, second: Molecule, second_positions: np.ndarray | No
             top.addBond(mapping[bond[0]], mapping[bond[1]])
     xyz = np.concatenate([first.positions, second.positions if second_positions is None else second_positions])
     return Molecule(f"{first.name}-{second.name}", top, xyz)
+
+
+def residue_torsion_labels(
+    topology: app.Topology, labels: Sequence[str], residue_index: int
+) -> list[TypeQuad]:
+    """Label quadruples of every proper torsion whose central bond lies inside one residue (one orientation each).
+
+    Parameters
+    ----------
+    topology : openmm.app.Topology
+    labels : sequence of str
+        Per-atom types or classes (:func:`atom_labels`).
+    residue_index : int
+        0-based residue index (1 for the X of ACE-X-NME).
+
+    Returns
+    -------
+    list of tuple of 4 str
+        Sorted, a quadruple and its reverse counted once.
+    """
+    inside = {a.index for a in topology.atoms() if a.residue.index == residue_index}
+    if not inside:
+        raise RefitInputError(
+            f"residue_index={residue_index}; allowed: 0..{topology.getNumResidues() - 1}. Hint: 1 for ACE-X-NME."
+        )
+    out: list[TypeQuad] = []
+    for quad in proper_torsions(topology):
+        if quad[1] in inside and quad[2] in inside:
+            key = tuple(labels[i] for i in quad)
+            key = min(key, key[::-1])
+            if key not in out:
+                out.append(key)  # type: ignore[arg-type]
+    return sorted(out)

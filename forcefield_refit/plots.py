@@ -84,8 +84,9 @@ def plot_profile_comparison(
     curves_kj: dict[str, np.ndarray],
     title: str = "",
     overwrite: bool = False,
+    relative: bool = True,
 ) -> Path:
-    """Save a PNG of several energy profiles over one dihedral (each shifted to its minimum).
+    """Save a PNG of several energy profiles over one coordinate (each shifted to its minimum by default).
 
     Parameters
     ----------
@@ -99,6 +100,9 @@ def plot_profile_comparison(
         Plot title.
     overwrite : bool
         Replace an existing file.
+    relative : bool
+        Shift each curve to its minimum (torsions); ``False`` for absolute interaction energies, and then
+        ``angles_deg`` may be any coordinate (it is not wrapped).
 
     Returns
     -------
@@ -114,7 +118,8 @@ def plot_profile_comparison(
         raise RefitInputError(
             f"path={str(out)!r} exists; allowed: a new file, or overwrite=True. Hint: choose another name."
         )
-    phi = np.mod(np.asarray(angles_deg, dtype=float) + 180.0, 360.0) - 180.0
+    phi = np.asarray(angles_deg, dtype=float)
+    phi = np.mod(phi + 180.0, 360.0) - 180.0 if relative else phi
     order = np.argsort(phi)
     fig, ax = plt.subplots(figsize=(5, 3.5))
     try:
@@ -125,15 +130,66 @@ def plot_profile_comparison(
                     f"curves_kj[{label!r}] has shape {e.shape}; allowed: {phi.shape} like angles_deg. "
                     "Hint: evaluate every curve on the scan geometries."
                 )
-            ax.plot(phi[order], (e - e.min())[order] * KJ_TO_KCAL, "o-" if label.startswith("target") else "-",
+            shown = (e - e.min()) if relative else e
+            ax.plot(phi[order], shown[order] * KJ_TO_KCAL, "o-" if label.startswith("target") else "-",
                     label=label, ms=3)
-        ax.set_xlabel("dihedral (degrees)")
+        ax.set_xlabel("dihedral (degrees)" if relative else "coordinate")
         ax.set_ylabel("energy (kcal/mol)")
-        ax.set_xlim(-180, 180)
+        if relative:
+            ax.set_xlim(-180, 180)
         ax.set_title(title)
         ax.legend(fontsize=8)
         fig.tight_layout()
         fig.savefig(out, dpi=90)
+    finally:
+        plt.close(fig)
+    return out
+
+
+def plot_cmap_comparison(
+    path: str | os.PathLike[str], profile: object, surfaces_kj: dict[str, np.ndarray], overwrite: bool = False
+) -> Path:
+    """Save a PNG with one phi/psi heat map per surface (each relative to its minimum, kcal/mol).
+
+    Parameters
+    ----------
+    path : str or PathLike
+        Output PNG.
+    profile : CmapProfile
+        The 2-D scan (its target angles set the grid).
+    surfaces_kj : dict
+        ``{label: [M] kJ/mol}`` on the scan points.
+    overwrite : bool
+        Replace an existing file.
+
+    Returns
+    -------
+    pathlib.Path
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(path)
+    if out.exists() and not overwrite:
+        raise RefitInputError(f"path={str(out)!r} exists; allowed: a new file, or overwrite=True. Hint: rename.")
+    phi_t = np.asarray(profile.target_phi_deg)  # type: ignore[attr-defined]
+    psi_t = np.asarray(profile.target_psi_deg)  # type: ignore[attr-defined]
+    n = int(round(np.sqrt(phi_t.size)))
+    order = np.lexsort((psi_t, phi_t))
+    fig, axes = plt.subplots(1, len(surfaces_kj), figsize=(4 * len(surfaces_kj), 3.6))
+    try:
+        for ax, (label, energy) in zip(np.atleast_1d(axes), surfaces_kj.items(), strict=True):
+            e = np.asarray(energy, dtype=float)
+            grid = ((e - e.min()) * KJ_TO_KCAL)[order].reshape(n, n)
+            image = ax.imshow(grid.T, origin="lower", extent=(-180, 180, -180, 180), cmap="viridis")
+            ax.set_title(label)
+            ax.set_xlabel("phi (deg)")
+            ax.set_ylabel("psi (deg)")
+            fig.colorbar(image, ax=ax, label="kcal/mol")
+        fig.tight_layout()
+        fig.savefig(out, dpi=80)
     finally:
         plt.close(fig)
     return out

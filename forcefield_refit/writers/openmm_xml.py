@@ -59,7 +59,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-def proper_element(torsion: FourierTorsion) -> ET.Element:
+def proper_element(torsion: FourierTorsion, by: str = "type") -> ET.Element:
     """The ``<Proper>`` element for one torsion series (phase in radians, k in kJ/mol).
 
     Parameters
@@ -76,7 +76,9 @@ def proper_element(torsion: FourierTorsion) -> ET.Element:
             f"torsion {torsion.types} has terms=[]; allowed: at least one (n, phase_deg, k_kj) term. "
             "Hint: fit it with fit_fourier()."
         )
-    attrib = {f"type{i + 1}": name for i, name in enumerate(torsion.types)}
+    if by not in ("type", "class"):
+        raise RefitInputError(f"by={by!r}; allowed: 'type' or 'class'. Hint: 'class' for amber99sb.xml.")
+    attrib = {f"{by}{i + 1}": name for i, name in enumerate(torsion.types)}
     for i, (n, phase_deg, k_kj) in enumerate(torsion.terms, start=1):
         attrib[f"periodicity{i}"] = str(int(n))
         attrib[f"phase{i}"] = repr(math.radians(phase_deg))
@@ -163,6 +165,7 @@ def write_ffxml(
     hbonds: Sequence[HbondTerm] = (),
     overwrite: bool = False,
     base_forcefield: app.ForceField | None = None,
+    by: str = "type",
 ) -> Path:
     """Write an OpenMM ffxml file with the requested sections (atomic; no overwrite unless asked).
 
@@ -187,6 +190,8 @@ def write_ffxml(
         Replace an existing file.
     base_forcefield : openmm.app.ForceField, optional
         When given, every atom type written must be defined there (else :class:`RefitMatchError`).
+    by : {"type", "class"}
+        Whether torsion names are atom types (amber14) or atom classes (amber99sb.xml): ``type1`` or ``class1``.
 
     Returns
     -------
@@ -215,7 +220,7 @@ def write_ffxml(
     if torsions:
         force = ET.SubElement(root, "PeriodicTorsionForce")
         for torsion in merge_torsions(torsions):
-            force.append(proper_element(torsion))
+            force.append(proper_element(torsion, by))
     if cmaps:
         root.append(cmap_element(cmaps))
     if nbfix:
