@@ -24,6 +24,9 @@ POLARIZABILITY_SCALE = 1.0e-5
 INITIAL_POLARIZABILITY_BIAS = -7.0
 """Initial bias of the polarisability output: softplus(-7) = 9e-4, so alpha starts near 1e-8."""
 
+REPULSION_STRENGTH = 100.0
+"""Scale of the core repulsion, kJ/mol: the wall energy is this times (r0/r - 1)^2 below the onset r0."""
+
 MAX_ATOMIC_NUMBER = 118
 
 
@@ -73,6 +76,7 @@ class NNPEnsemble(torch.nn.Module):
     energy_scale: torch.Tensor
     feature_mean: torch.Tensor
     feature_scale: torch.Tensor
+    repulsion_onset: torch.Tensor
 
     def __init__(self, settings: ModelSettings, ensemble_size: int) -> None:
         super().__init__()
@@ -99,6 +103,8 @@ class NNPEnsemble(torch.nn.Module):
         self.register_buffer("energy_scale", torch.ones(()))
         self.register_buffer("feature_mean", torch.zeros(self.descriptor.size))
         self.register_buffer("feature_scale", torch.ones(self.descriptor.size))
+        self.register_buffer("repulsion_onset", torch.zeros(len(elements), len(elements)))
+        self.repulsion_strength = REPULSION_STRENGTH
         self.polarizability_scale = POLARIZABILITY_SCALE
 
     def species(self, atomic_numbers: torch.Tensor) -> torch.Tensor:
@@ -129,10 +135,11 @@ class NNPEnsemble(torch.nn.Module):
         else:
             potential = torch.zeros_like(real)
             field = torch.zeros_like(positions)
+        repulsion = self.core_repulsion(positions, species)
         vacuum, charges, embedding = [], [], []
         for member in self.members:
             outputs = member(features, species) * real.unsqueeze(-1)
-            vacuum.append(self.energy_scale * outputs[..., 0].sum(-1))
+            vacuum.append(self.energy_scale * outputs[..., 0].sum(-1) + repulsion)
             raw = outputs[..., 1]
             shift = (total_charge - raw.sum(-1)) / count
             q = (raw + shift.unsqueeze(-1)) * real
@@ -140,6 +147,26 @@ class NNPEnsemble(torch.nn.Module):
             alpha = self.polarizability_scale * torch.nn.functional.softplus(outputs[..., 2]) * real
             embedding.append(embedding_energy(q, alpha, potential, field))
         return torch.stack(vacuum), torch.stack(charges), torch.stack(embedding)
+
+    def core_repulsion(self, positions: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
+        """Short-range wall [B] kJ/mol, zero at every distance seen in training.
+
+        For each element pair the onset r0 sits below the shortest distance in the training data, so the
+        wall never changes a fitted energy; it stops the network's untrained short-range region from
+        pulling atoms together (a minimiser otherwise finds holes there). E = A sum (r0/r - 1)^2, r < r0.
+        """
+        vectors = positions.unsqueeze(1) - positions.unsqueeze(2)
+        real = species >= 0
+        n = positions.shape[1]
+        eye = torch.eye(n, dtype=torch.bool, device=positions.device).unsqueeze(0)
+        mask = real.unsqueeze(1) & real.unsqueeze(2) & ~eye
+        safe = torch.where(mask.unsqueeze(-1), vectors, torch.ones_like(vectors))
+        distances = torch.linalg.norm(safe, dim=-1)
+        index = species.clamp(min=0)
+        onset = self.repulsion_onset[index.unsqueeze(2), index.unsqueeze(1)]
+        inside = mask & (distances < onset)
+        excess = torch.where(inside, onset / distances - 1.0, torch.zeros_like(distances))
+        return 0.5 * self.repulsion_strength * (excess * excess).sum((1, 2))
 
     def reference_energy(self, species: torch.Tensor) -> torch.Tensor:
         """Sum of per-element self energies [B] kJ/mol."""

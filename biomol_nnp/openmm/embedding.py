@@ -19,7 +19,10 @@ The mixed System (DESIGN.md, "Electrostatic embedding") is a copy of the MM Syst
   through covalent bonds are refused, so no such exception exists yet;
 - one force (:func:`biomol_nnp.openmm.backend.create_force`) adds the model energy of the region with
   the MM charges of the *original* NonbondedForce (nonzero ones only):
-  ``E_vac(R_A) + E_emb(R_A; R_B, q_B)``, with minimum image when the System is periodic.
+  ``E_vac(R_A) + E_emb(R_A; R_B, q_B)``. The MM charges are taken by molecule (residue): a residue
+  whose closest atom is within the model's ``embedding_cutoff_nm`` of the region enters whole, its
+  charges scaled by one smooth switch, imaged next to the region under periodic boundaries
+  (:mod:`biomol_nnp.models.environment`), so neutral molecules stay neutral at the cutoff.
 
 With ``interpolate=True`` the global parameter ``lambda_interpolate`` (openmm-ml semantics) gives
 ``E = lambda * E_mixed + (1 - lambda) * E_MM`` for the terms that differ, through openmm-ml's

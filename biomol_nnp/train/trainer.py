@@ -66,9 +66,7 @@ def predict(model: NNPEnsemble, batch: Batch, create_graph: bool) -> Predictions
     )
     forces = []
     for member in range(vacuum.shape[0]):
-        (gradient,) = torch.autograd.grad(
-            vacuum[member].sum(), positions, create_graph=create_graph, retain_graph=True
-        )
+        (gradient,) = torch.autograd.grad(vacuum[member].sum(), positions, create_graph=create_graph, retain_graph=True)
         forces.append(-gradient)
     member_forces = torch.stack(forces)
     return Predictions(
@@ -101,10 +99,11 @@ class LossFunction:
         forces = np.concatenate([s.forces.ravel() for s in samples])
         charges = np.concatenate([s.charges for s in samples])
         embedding = np.array([s.embedding_energy for s in samples if not np.isnan(s.embedding_energy)])
-        self.energy_var = max(float(np.var(residual)), 1e-6)
-        self.force_var = max(float(np.mean(forces**2)), 1e-6)
-        self.charge_var = max(float(np.var(charges)), 1e-8)
-        self.embedding_var = max(float(np.var(embedding)) if len(embedding) else 1.0, 1e-6)
+        # scales of each target; the floors keep a (nearly) constant target from dominating the loss
+        self.energy_var = max(float(np.var(residual)), 1e-2)
+        self.force_var = max(float(np.mean(forces**2)), 1.0)
+        self.charge_var = max(float(np.var(charges)), 1e-4)
+        self.embedding_var = max(float(np.var(embedding)) if len(embedding) else 1.0, 1.0)
         self.settings = settings
         self.last_terms: dict[str, float] = {}
 
@@ -179,7 +178,33 @@ def initialise(
     ]
     model.energy_scale.fill_(max(float(np.std(residual)), 1.0))
     standardise_features(model, samples)
+    set_repulsion_onsets(model, samples, model_settings.elements)
     return model, self_energies
+
+
+REPULSION_ONSET_FRACTION = 0.85
+"""The core repulsion starts at this fraction of the shortest distance seen in training for each element pair."""
+
+DEFAULT_REPULSION_ONSET_NM = 0.08
+"""Onset for element pairs that never occur in the training data, nm."""
+
+
+def set_repulsion_onsets(model: NNPEnsemble, samples: Sequence[TrainingSample], elements: Sequence[int]) -> None:
+    """Core-repulsion onsets [S, S] nm from the shortest distance of each element pair in ``samples``."""
+    index = {z: i for i, z in enumerate(sorted(elements))}
+    size = len(index)
+    shortest = np.full((size, size), np.inf)
+    for sample in samples:
+        species = np.array([index[int(z)] for z in sample.atomic_numbers])
+        distances = np.linalg.norm(sample.positions[:, None] - sample.positions[None], axis=-1)
+        np.fill_diagonal(distances, np.inf)
+        for a in range(size):
+            for b in range(size):
+                block = distances[np.ix_(species == a, species == b)]
+                if block.size:
+                    shortest[a, b] = min(shortest[a, b], block.min())
+    onset = np.where(np.isfinite(shortest), REPULSION_ONSET_FRACTION * shortest, DEFAULT_REPULSION_ONSET_NM)
+    model.repulsion_onset.copy_(torch.from_numpy(onset))
 
 
 def standardise_features(model: NNPEnsemble, samples: Sequence[TrainingSample]) -> None:
@@ -205,8 +230,7 @@ def train_ensemble(
     """
     if len(samples) < 2:
         raise InputError(
-            f"training needs at least 2 labelled configurations, got {len(samples)}; "
-            "sample and label more frames"
+            f"training needs at least 2 labelled configurations, got {len(samples)}; sample and label more frames"
         )
     dtype = torch.float32 if settings.dtype == "float32" else torch.float64
     train, test = split_by_trajectory(samples, settings.validation_fraction, settings.seed)
@@ -219,9 +243,7 @@ def train_ensemble(
     model = model.to(dtype)
     loss_fn = LossFunction(train, settings, model.self_energies.double().numpy(), model_settings.elements)
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-        optimizer, settings.epochs, settings.learning_rate / 20
-    )
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, settings.epochs, settings.learning_rate / 20)
     rng = np.random.default_rng(settings.seed)
     best_loss, best_state, history = float("inf"), copy.deepcopy(model.state_dict()), []
     test_batch = collate(test, dtype)
