@@ -98,8 +98,9 @@ def refit_backbone(
                 "plot": str(plot),
             }
             logger.info("%s: fitted %s, RMSE %.3f kJ/mol", name, torsion.terms, torsion.fit_rmse_kj)
-    frcmod = write_frcmod(output_dir / "refit.frcmod", fitted, title="biomol-nnp backbone refit")
-    ffxml = write_ffxml(output_dir / "refit.xml", fitted)
+    # the refit stage owns its output folder: a rerun replaces its own files
+    frcmod = write_frcmod(output_dir / "refit.frcmod", fitted, title="biomol-nnp backbone refit", overwrite=True)
+    ffxml = write_ffxml(output_dir / "refit.xml", fitted, overwrite=True)
     for torsion, (name, (profile, _, quad)) in zip(fitted, profiles.items(), strict=True):
         reloaded = ffxml_profile([str(ffxml), *system.forcefield], str(system.vacuum_pdb), quad, profile.positions)
         expected = torsion.energy(np.deg2rad(profile.achieved_angles_deg))
