@@ -19,6 +19,17 @@ from biomol_nnp.logging_setup import configure_logging
 
 logger = logging.getLogger(__name__)
 
+SAMPLE_KINDS = (
+    "md",
+    "water-dimer-scan",
+    "water-clusters",
+    "torsion-scan",
+    "torsion-scan-2d",
+    "nma-water-scan",
+    "nma-nma-scan",
+)
+"""Choices of `biomol-nnp sample --kind` (the same as biomol_nnp.qm.jobs.SAMPLERS, without importing it)."""
+
 
 def load_settings(path: str | None) -> PipelineSettings:
     """Settings from a YAML file, or the defaults."""
@@ -116,7 +127,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sample", help="sample configurations to label and write them to an HDF5 file")
     p.add_argument("-c", "--config", help="settings YAML")
     p.add_argument("-o", "--output", default="configs.h5", help="configurations file to write")
-    p.add_argument("--kind", default="md", help="sampler: md, water-dimer-scan, water-clusters (default md)")
+    p.add_argument(
+        "--kind",
+        default="md",
+        choices=SAMPLE_KINDS,
+        help="sampler (default md): MM MD frames; water-dimer, NMA-water or NMA-NMA H-bond scans; water clusters; "
+        "relaxed 1-D (phi, psi) or 2-D (phi x psi) torsion scans of sampling.torsion_scan_pdbs",
+    )
     p.set_defaults(func=command_sample)
 
     p = sub.add_parser(

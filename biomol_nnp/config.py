@@ -86,6 +86,36 @@ class SamplingSettings(Settings):
         description="Independent MD runs (different seeds) per phase, solvated and vacuum; each run is one "
         "trajectory id, so training can split by trajectory.",
     )
+    torsion_scan_pdbs: list[Path] = Field(
+        default_factory=lambda: [SYSTEMS_DIR / "alanine_dipeptide" / "vacuum.pdb"],
+        description="Capped dipeptides ACE-X-NME (PDB) scanned by `sample --kind torsion-scan|torsion-scan-2d`, "
+        "e.g. systems/dipeptides/*.pdb.",
+    )
+    torsion_scan_dihedrals: list[Literal["phi", "psi", "chi1"]] = Field(
+        ["phi", "psi"], min_length=1, description="Dihedrals of the central residue scanned one at a time (1-D)."
+    )
+    torsion_scan_step_deg: float = Field(
+        15.0, gt=0, le=180, description="Spacing of the 1-D torsion-scan grid from -180 degrees, degrees."
+    )
+    torsion_scan_2d_points: int = Field(
+        12, ge=4, multiple_of=2, description="Points per angle of the 2-D phi x psi grid (even; spacing 360/n deg)."
+    )
+    torsion_scan_restraint_k: float = Field(
+        2000.0, gt=0, description="Harmonic dihedral restraint constant of the relaxed scans, kJ/mol/rad^2."
+    )
+    torsion_scan_max_iterations: int = Field(
+        300, ge=1, description="L-BFGS-B iterations per torsion-scan grid point (the other coordinates relax)."
+    )
+    hbond_distances_nm: list[float] = Field(
+        [0.25, 0.27, 0.29, 0.31, 0.34, 0.38, 0.43],
+        min_length=1,
+        description="Donor...acceptor heavy-atom distances of the NMA-water and NMA-NMA dimer scans, nm (>= 0.2).",
+    )
+    hbond_angles_deg: list[float] = Field(
+        [-30.0, 0.0, 30.0],
+        min_length=1,
+        description="Bends of the donor...acceptor direction away from D-H in the donor plane, degrees.",
+    )
 
 
 class DFTSettings(Settings):
