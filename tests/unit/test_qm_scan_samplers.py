@@ -162,3 +162,10 @@ def test_sample_cli_writes_scan_configurations_that_xtb_labels(tmp_path) -> None
     assert [r.atomic_numbers.size for r in records] == [22, 15]
     for record in records:
         assert record.charges.sum() == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("pdb", sorted((SYSTEMS_DIR / "dipeptides").glob("*.pdb")), ids=lambda p: p.stem)
+def test_every_shipped_dipeptide_scans(pdb) -> None:
+    (config,) = dipeptide_torsion_scan(pdb, "psi", [120.0], max_iterations=50)
+    assert config.source == f"torsion-scan-{pdb.stem}-psi" and config.total_charge == 0
+    assert np.all(np.isfinite(config.positions))
