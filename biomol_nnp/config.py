@@ -195,13 +195,15 @@ class TrainSettings(Settings):
     """Training of the ensemble."""
 
     ensemble_size: int = Field(3, ge=1, description="Number of independently initialised members.")
-    epochs: int = Field(200, ge=1, description="Training epochs per member.")
+    epochs: int = Field(150, ge=1, description="Training epochs per member.")
     batch_size: int = Field(16, ge=1, description="Configurations per optimiser step.")
     learning_rate: float = Field(3e-3, gt=0, description="Initial Adam learning rate.")
     energy_weight: float = Field(
         1.0, ge=0, description="Weight of the per-atom energy loss (normalised by its variance)."
     )
-    force_weight: float = Field(1.0, ge=0, description="Weight of the force loss (normalised by its variance).")
+    force_weight: float = Field(
+        20.0, ge=0, description="Weight of the force loss (normalised by the mean squared force)."
+    )
     charge_weight: float = Field(0.2, ge=0, description="Weight of the charge loss (normalised by its variance).")
     embedding_weight: float = Field(
         1.0,

@@ -24,7 +24,7 @@ POLARIZABILITY_SCALE = 1.0e-5
 INITIAL_POLARIZABILITY_BIAS = -7.0
 """Initial bias of the polarisability output: softplus(-7) = 9e-4, so alpha starts near 1e-8."""
 
-REPULSION_STRENGTH = 100.0
+REPULSION_STRENGTH = 1.0e4
 """Scale of the core repulsion, kJ/mol: the wall energy is this times (r0/r - 1)^2 below the onset r0."""
 
 MAX_ATOMIC_NUMBER = 118

@@ -207,6 +207,10 @@ def set_repulsion_onsets(model: NNPEnsemble, samples: Sequence[TrainingSample], 
     model.repulsion_onset.copy_(torch.from_numpy(onset))
 
 
+FEATURE_STD_FLOOR = 1e-2
+"""Smallest feature spread used for standardisation (features are sums of O(1) terms)."""
+
+
 def standardise_features(model: NNPEnsemble, samples: Sequence[TrainingSample]) -> None:
     """Set the descriptor shift and scale so each feature has zero mean and unit variance on real atoms."""
     with torch.no_grad():
@@ -214,8 +218,11 @@ def standardise_features(model: NNPEnsemble, samples: Sequence[TrainingSample]) 
         species = model.species(batch.atomic_numbers)
         features = copy.deepcopy(model.descriptor).double()(batch.positions, species)[species >= 0]
         mean, std = features.mean(0), features.std(0)
+        # a floor on the spread: features that barely vary in training (Gaussian tails, rare element pairs)
+        # must not be magnified into huge inputs when a configuration leaves the training data
+        floor = max(FEATURE_STD_FLOOR, 0.1 * float(std.median()))
         model.feature_mean.copy_(mean.float())
-        model.feature_scale.copy_(torch.where(std > 1e-6, 1.0 / std.clamp(min=1e-6), torch.zeros_like(std)).float())
+        model.feature_scale.copy_((1.0 / std.clamp(min=floor)).float())
 
 
 def train_ensemble(
