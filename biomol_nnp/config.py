@@ -237,11 +237,16 @@ class RefitSettings(Settings):
     """Backbone torsion refit from the model's phi and psi profiles."""
 
     scan_step_deg: float = Field(15.0, gt=0, le=90, description="Spacing of the torsion scan, degrees.")
-    periodicities: list[int] = Field([1, 2, 3], description="Fourier periodicities to fit.")
+    periodicities: list[int] = Field([1, 2, 3, 4], description="Fourier periodicities to fit.")
     restraint_k_kj_per_rad2: float = Field(
         2000.0, gt=0, description="Harmonic dihedral restraint constant of the scan, kJ/mol/rad^2."
     )
     max_iterations: int = Field(500, ge=1, description="L-BFGS iterations per scan point (relaxed scan).")
+    relax_with: Literal["mm", "model"] = Field(
+        "mm",
+        description="Surface the scan geometries are relaxed on: 'mm' (robust: the model is evaluated on physical "
+        "geometries) or 'model' (the model's own relaxed profile; needs a model that is good far from its data).",
+    )
 
 
 class PipelineSettings(Settings):

@@ -1,8 +1,9 @@
 """Backbone torsion refit from a deployed model: phi and psi profiles -> Fourier terms -> frcmod and ffxml.
 
 For each backbone torsion of the shipped capped dipeptide (phi = C-N-CX-C, psi = N-CX-C-N in
-Amber ff14SB types) the model's relaxed, restrained scan is compared with the MM energy on the
-same geometries with that torsion's own terms removed; the difference is fitted by a Fourier
+Amber ff14SB types) a restrained, relaxed scan gives one geometry per angle (relaxed on the MM surface
+by default, ``RefitSettings.relax_with``); on those geometries the model energy is compared with the
+MM energy with that torsion's own terms removed; the difference is fitted by a Fourier
 series and written for Amber (frcmod) and OpenMM (ffxml). The ffxml must be loaded *before*
 the base force field: ``forcefield_refit.writers.openmm_xml.load_forcefield(["refit.xml"],
 ["amber14-all.xml", "amber14/tip3p.xml"])``.
@@ -66,8 +67,9 @@ def refit_backbone(
     with threadpool_limits(1):  # tiny L-BFGS problems: BLAS threads only add overhead
         for name, types in BACKBONE_TORSIONS.items():
             quads = torsion_atoms_by_type(pdb.topology, forcefield, types)
+            relax_fn = model_fn if settings.relax_with == "model" else openmm_energy_function(mm_system)
             profile = torsion_scan(
-                model_fn,
+                relax_fn,
                 start,
                 quads[0],
                 angles,
@@ -76,8 +78,9 @@ def refit_backbone(
                 moving_atoms=moving_side(bonds, quads[0]),
                 progress=progress,
             )
+            model_energies = evaluate_profile(model_fn, profile.positions)
             baseline = evaluate_profile(openmm_energy_function(remove_torsions(mm_system, quads)), profile.positions)
-            target = profile.energies_kj - baseline
+            target = model_energies - baseline
             torsion = fit_fourier(
                 profile.achieved_angles_deg, target, periodicities=tuple(settings.periodicities), types=types
             )
