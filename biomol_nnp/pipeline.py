@@ -38,7 +38,7 @@ def quick_settings(settings: PipelineSettings) -> PipelineSettings:
     quick.model.hidden_layers = [16]
     quick.simulation.steps = 20
     quick.simulation.report_interval = 10
-    quick.refit.scan_step_deg = 60.0
+    quick.refit.scan_step_deg = 30.0
     quick.refit.max_iterations = 20
     return quick
 
