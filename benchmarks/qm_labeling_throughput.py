@@ -27,9 +27,10 @@ CUTOFF_NM = 1.0
 OUT = Path(__file__).parent / "results" / "qm_labeling_throughput.json"
 
 
-def main() -> None:
+def measure(waters: int) -> dict:
+    """1 and 2 workers on the same 200 clusters of ``waters`` molecules; returns the JSON block."""
     candidates = water_clusters(
-        SystemSettings().solvated_pdb, sizes=[7], per_size=3 * N_CONFIGS, seed=3, point_charge_cutoff_nm=CUTOFF_NM
+        SystemSettings().solvated_pdb, sizes=[waters], per_size=3 * N_CONFIGS, seed=3, point_charge_cutoff_nm=CUTOFF_NM
     )
     unique = {config_hash(c): c for c in candidates}  # random centres can repeat
     configs = list(unique.values())[:N_CONFIGS]
@@ -53,24 +54,32 @@ def main() -> None:
         }
         print(runs[workers])
     speedup = runs[1]["wall_s"] / runs[2]["wall_s"]
-    result = {
-        "benchmark": "GFN2-xTB labeling throughput on Dask LocalCluster",
-        "configurations": N_CONFIGS,
-        "configuration": f"7-water cluster (21 atoms) + TIP3P charges within {CUTOFF_NM} nm; vacuum + embedded xtb",
+    return {
+        "configuration": f"{waters}-water cluster ({3 * waters} atoms) + TIP3P charges within {CUTOFF_NM} nm; "
+        "vacuum + embedded xtb",
         "mean_point_charges": round(sum(c.n_mm for c in configs) / len(configs), 1),
         "chunk_size": settings.chunk_size,
-        "xtb_threads_per_worker": settings.threads,
         "runs": list(runs.values()),
         "speedup_2_vs_1": round(speedup, 3),
-        "target_speedup": 1.7,
         "target_met": speedup >= 1.7,
+    }
+
+
+def main() -> None:
+    cases = [measure(waters) for waters in (7, 20)]
+    result = {
+        "benchmark": "GFN2-xTB labeling throughput on Dask LocalCluster, 200 configurations, 1 vs 2 workers",
+        "xtb_threads_per_worker": 1,
+        "target_speedup": 1.7,
+        "cases": cases,
         "host": {
             "cpus": os.cpu_count(),
             "machine": platform.machine(),
             "python": platform.python_version(),
             "load_average_1min_at_end": round(os.getloadavg()[0], 2),
         },
-        "note": "the 2-core host is shared with other jobs; the speedup depends on their load",
+        "note": "results are written by the main process (about 9 ms of HDF5 work per record), which shares the "
+        "2 cores with the workers: small, cheap configurations are write-bound, larger ones scale",
     }
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(result, indent=2) + "\n")

@@ -27,7 +27,7 @@ from typing import Any
 
 from biomol_nnp.config import LabelSettings
 from biomol_nnp.qm.engine import QMEngine, QMResult, check_charge_multiplicity, create_engine
-from biomol_nnp.qm.labels import LabelStore, config_hash
+from biomol_nnp.qm.labels import LabelStore, RecordEntry, config_hash
 from biomol_nnp.qm.sampling import Configuration
 
 logger = logging.getLogger(__name__)
@@ -264,50 +264,52 @@ def label_configurations(
         todo, upfront = _plan(configs, store, skip_existing, retry, report)
         bar = _progress_bar(len(todo) + len(upfront), progress)
 
-        def record(item: tuple[Configuration, int], result: LabelRecord) -> None:
-            config, supersedes = item
-            store.append(
-                config,
-                result.vacuum,
-                result.embedded,
-                result.status,
-                result.reason,
-                meta["method"],
-                basis=meta["basis"],
-                engine=result.engine or meta["engine"],
-                engine_version=result.engine_version or meta["engine_version"],
-                supersedes=supersedes,
-            )
-            if supersedes >= 0:
-                report.n_retried += 1
-            if result.status == "ok":
-                report.n_ok += 1
-            else:
-                report.n_failed += 1
-                failures[result.reason] += 1
-                logger.warning(
-                    "labeling failed for %s trajectory %d frame %d: %s",
-                    config.source,
-                    config.trajectory_id,
-                    config.frame,
+        def record(pairs: Sequence[tuple[tuple[Configuration, int], LabelRecord]]) -> None:
+            """Write finished calculations with one open of the store, then count and log them."""
+            entries = [
+                RecordEntry(
+                    item[0],
+                    result.vacuum,
+                    result.embedded,
+                    result.status,
                     result.reason,
+                    result.engine or meta["engine"],
+                    result.engine_version or meta["engine_version"],
+                    item[1],
                 )
+                for item, result in pairs
+            ]
+            store.append_many(entries, meta["method"], meta["basis"])
+            for (config, supersedes), result in pairs:
+                if supersedes >= 0:
+                    report.n_retried += 1
+                if result.status == "ok":
+                    report.n_ok += 1
+                else:
+                    report.n_failed += 1
+                    failures[result.reason] += 1
+                    logger.warning(
+                        "labeling failed for %s trajectory %d frame %d: %s",
+                        config.source,
+                        config.trajectory_id,
+                        config.frame,
+                        result.reason,
+                    )
             if bar is not None:
-                bar.update(1)
+                bar.update(len(pairs))
 
         try:
-            for item, reason in upfront:
-                record(item, LabelRecord(item[0], None, None, "failed", reason, **meta))
+            if upfront:
+                record([(item, LabelRecord(item[0], None, None, "failed", reason, **meta)) for item, reason in upfront])
             if client is not None or address or n_workers > 0:
                 from biomol_nnp.qm.distributed import dask_label
 
                 report.workers = n_workers if client is None and not address else -1
                 for items, results in dask_label(todo, settings, n_workers, address, client):
-                    for item, result in zip(items, results, strict=True):
-                        record(item, result)
+                    record(list(zip(items, results, strict=True)))
             else:
                 for item in todo:
-                    record(item, label_one(item[0], settings))
+                    record([(item, label_one(item[0], settings))])
         finally:
             if bar is not None:
                 bar.close()

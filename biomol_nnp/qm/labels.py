@@ -41,6 +41,7 @@ import json
 import logging
 import os
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -351,53 +352,28 @@ class LabelStore:
             Bad status, missing results for "ok", another method/basis than the store's, or another
             job holding the store's lock.
         """
-        if status not in STATUSES:
-            raise InputError(f"status must be one of {STATUSES}, got {status!r}")
-        if status == "ok" and (vacuum is None or (config.n_mm > 0 and embedded is None)):
-            raise InputError(
-                "status 'ok' needs a vacuum result and, with point charges, an embedded result; "
-                "record the configuration as 'failed' with a reason instead"
-            )
+        entry = RecordEntry(config, vacuum, embedded, status, reason, engine, engine_version, supersedes)
+        return self.append_many([entry], method, basis)[0]
+
+    def append_many(self, entries: Sequence[RecordEntry], method: str, basis: str = "") -> list[int]:
+        """Write several records with one open of the file (one flush); return their indices.
+
+        Each entry is validated as in :meth:`append` before anything is written.
+        """
+        for entry in entries:
+            _validate_entry(entry)
         other = self.lock.held_by_other()
         if other is not None:
             raise InputError(self.lock.refuse_message(other))
-        key = config_hash(config)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        indices = []
         with self._open("a") as h5:
             self._init_root(h5, method, basis)
             group = h5.require_group(_GROUP)
-            index = len(group)
-            record = group.create_group(f"{index:06d}")
-            for name in _INPUTS:
-                _write(record, name, getattr(config, name), name)
-            if vacuum is not None:
-                sub = record.create_group("vacuum")
-                for name in _VACUUM:
-                    _write(sub, name, getattr(vacuum, name), name)
-            if embedded is not None and config.n_mm > 0:
-                sub = record.create_group("embedded")
-                for name in _EMBEDDED:
-                    _write(sub, name, getattr(embedded, name), name)
-            record.attrs.update(
-                {
-                    "status": status,
-                    "reason": reason if status != "ok" else "",
-                    "source": config.source,
-                    "trajectory_id": int(config.trajectory_id),
-                    "frame": int(config.frame),
-                    "total_charge": int(config.total_charge),
-                    "multiplicity": int(config.multiplicity),
-                    "method": method,
-                    "basis": basis,
-                    "engine": engine,
-                    "engine_version": engine_version,
-                    "config_hash": key,
-                    "record_hash": record_hash(key, vacuum, embedded if config.n_mm else None, status, method),
-                    "supersedes": int(supersedes),
-                }
-            )
+            for entry in entries:
+                indices.append(_write_record(group, entry, method, basis))
             h5.flush()
-        return index
+        return indices
 
     def check_method(self, method: str, basis: str = "") -> None:
         """Refuse (:class:`InputError`) a method or basis other than the records' (an empty store takes any)."""
@@ -587,3 +563,64 @@ def _load_record(index: int, group: Any) -> LabeledConfiguration:
         mm_charges=inputs["mm_charges"],
         mm_numbers=inputs["mm_numbers"],
     )
+
+
+@dataclass(frozen=True)
+class RecordEntry:
+    """One record to write: inputs, results (None when failed or absent), status and provenance."""
+
+    config: Configuration
+    vacuum: QMResult | None
+    embedded: QMResult | None
+    status: str = "ok"
+    reason: str = ""
+    engine: str = ""
+    engine_version: str = ""
+    supersedes: int = -1
+
+
+def _validate_entry(entry: RecordEntry) -> None:
+    if entry.status not in STATUSES:
+        raise InputError(f"status must be one of {STATUSES}, got {entry.status!r}")
+    if entry.status == "ok" and (entry.vacuum is None or (entry.config.n_mm > 0 and entry.embedded is None)):
+        raise InputError(
+            "status 'ok' needs a vacuum result and, with point charges, an embedded result; "
+            "record the configuration as 'failed' with a reason instead"
+        )
+
+
+def _write_record(group: Any, entry: RecordEntry, method: str, basis: str) -> int:
+    """Write one record group (inputs, results, attributes last) and return its index."""
+    config, vacuum, embedded = entry.config, entry.vacuum, entry.embedded
+    key = config_hash(config)
+    index = len(group)
+    record = group.create_group(f"{index:06d}")
+    for name in _INPUTS:
+        _write(record, name, getattr(config, name), name)
+    if vacuum is not None:
+        sub = record.create_group("vacuum")
+        for name in _VACUUM:
+            _write(sub, name, getattr(vacuum, name), name)
+    if embedded is not None and config.n_mm > 0:
+        sub = record.create_group("embedded")
+        for name in _EMBEDDED:
+            _write(sub, name, getattr(embedded, name), name)
+    record.attrs.update(
+        {
+            "status": entry.status,
+            "reason": entry.reason if entry.status != "ok" else "",
+            "source": config.source,
+            "trajectory_id": int(config.trajectory_id),
+            "frame": int(config.frame),
+            "total_charge": int(config.total_charge),
+            "multiplicity": int(config.multiplicity),
+            "method": method,
+            "basis": basis,
+            "engine": entry.engine,
+            "engine_version": entry.engine_version,
+            "config_hash": key,
+            "record_hash": record_hash(key, vacuum, embedded if config.n_mm else None, entry.status, method),
+            "supersedes": int(entry.supersedes),
+        }
+    )
+    return index
