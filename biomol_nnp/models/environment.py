@@ -55,20 +55,34 @@ def embedding_environment(
     cutoff, switch_width
         Group cutoff and the width of the switch below it, nm.
     """
-    raw = mm_positions.unsqueeze(1) - region_positions.unsqueeze(0)  # [A, N, 3]
-    wrapped = minimum_image(raw, box) if box is not None else raw
-    distances = torch.linalg.norm(wrapped, dim=-1)
-    atom_min, nearest = distances.min(dim=1)
-    molecules = int(molecule_index.max()) + 1 if molecule_index.numel() else 0
-    molecule_min = torch.full((molecules,), float("inf"), dtype=atom_min.dtype)
-    molecule_min = molecule_min.scatter_reduce(0, molecule_index, atom_min, reduce="amin", include_self=True)
-    weights = molecule_switch(molecule_min, cutoff, switch_width)[molecule_index]
-    keep = (weights.detach() > 0).nonzero().squeeze(1)
-    rows = torch.arange(len(mm_positions))
-    shifts = (wrapped - raw).detach()[rows, nearest]  # a lattice vector per atom
-    # all atoms of a molecule take the shift of the molecule's closest atom
-    closest_atom = torch.full((molecules,), -1, dtype=torch.long)
-    order = torch.argsort(atom_min.detach(), descending=True)
-    closest_atom[molecule_index[order]] = order  # the last write per molecule is its closest atom
-    imaged = mm_positions + shifts[closest_atom[molecule_index]]
-    return imaged.index_select(0, keep), (mm_charges * weights).index_select(0, keep)
+    with torch.no_grad():  # selection, shifts and weights of the molecules that are fully in or out
+        raw = mm_positions.unsqueeze(1) - region_positions.unsqueeze(0)  # [A, N, 3]
+        wrapped = minimum_image(raw, box) if box is not None else raw
+        atom_min, nearest = torch.linalg.norm(wrapped, dim=-1).min(dim=1)
+        molecules = int(molecule_index.max()) + 1 if molecule_index.numel() else 0
+        molecule_min = torch.full((molecules,), float("inf"), dtype=atom_min.dtype)
+        molecule_min = molecule_min.scatter_reduce(0, molecule_index, atom_min, reduce="amin", include_self=True)
+        rows = torch.arange(len(mm_positions))
+        shifts = (wrapped - raw)[rows, nearest]  # a lattice vector per atom
+        # all atoms of a molecule take the shift of the molecule's closest atom
+        closest_atom = torch.full((molecules,), -1, dtype=torch.long)
+        order = torch.argsort(atom_min, descending=True)
+        closest_atom[molecule_index[order]] = order  # the last write per molecule is its closest atom
+        shifts = shifts[closest_atom[molecule_index]]
+        keep = (molecule_min[molecule_index] < cutoff).nonzero().squeeze(1)
+    imaged = mm_positions.index_select(0, keep) + shifts.index_select(0, keep)
+    kept_molecules = molecule_index.index_select(0, keep)
+    # only molecules inside the switching shell need the distance with its gradient
+    in_shell = molecule_min[kept_molecules] > cutoff - switch_width
+    weights = torch.ones(len(keep), dtype=mm_positions.dtype)
+    if bool(in_shell.any()):
+        shell = in_shell.nonzero().squeeze(1)
+        distances = torch.linalg.norm(
+            imaged.index_select(0, shell).unsqueeze(1) - region_positions.unsqueeze(0), dim=-1
+        )
+        shell_atom_min = distances.min(dim=1).values
+        shell_molecules = kept_molecules.index_select(0, shell)
+        shell_min = torch.full((molecules,), float("inf"), dtype=shell_atom_min.dtype)
+        shell_min = shell_min.scatter_reduce(0, shell_molecules, shell_atom_min, reduce="amin", include_self=True)
+        weights = weights.index_put((shell,), molecule_switch(shell_min[shell_molecules], cutoff, switch_width))
+    return imaged, mm_charges.index_select(0, keep) * weights
