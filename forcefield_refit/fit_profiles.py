@@ -8,7 +8,7 @@ baseline and measured in each frame). The result feeds :func:`forcefield_refit.t
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,7 +20,7 @@ from forcefield_refit.energy import EnergyFunction, openmm_energy_function
 from forcefield_refit.molecules import LabelKind, Molecule, atom_labels, dihedrals_by_label
 from forcefield_refit.profiles import TorsionProfile, dihedral, evaluate_profile, moving_side, torsion_scan
 from forcefield_refit.torsion_fit import TorsionFitData
-from forcefield_refit.torsions import FourierTorsion, TypeQuad, remove_torsions
+from forcefield_refit.torsions import AtomQuad, FourierTorsion, TypeQuad, remove_torsions
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +83,7 @@ def scan_profile(
     restraint_k: float = 2000.0,
     max_iterations: int = 500,
     mm_system: openmm.System | None = None,
+    fit_dihedrals: Mapping[TypeQuad, Sequence[AtomQuad]] | None = None,
 ) -> ScannedProfile:
     """Relaxed reference scan of one dihedral and the MM baseline without the fitted torsion types.
 
@@ -110,14 +111,20 @@ def scan_profile(
         L-BFGS-B cap per point.
     mm_system : openmm.System, optional
         Prebuilt MM System of this molecule (built from ``mm_forcefield`` when omitted).
+    fit_dihedrals : mapping, optional
+        ``{key: [atom quadruples]}`` fitted instead of every dihedral matching ``fit_types`` (which is then
+        ignored): lets one fit a subset of a class, e.g. from
+        :func:`forcefield_refit.compare.fit_groups`. Keys name the fitted series.
 
     Returns
     -------
     ScannedProfile
     """
     system = mm_system if mm_system is not None else molecule.system(mm_forcefield)
-    labels = atom_labels(molecule.topology, mm_forcefield, by)
-    quads = dihedrals_by_label(molecule.topology, labels, fit_types)
+    if fit_dihedrals is None:
+        quads = dihedrals_by_label(molecule.topology, atom_labels(molecule.topology, mm_forcefield, by), fit_types)
+    else:
+        quads = {tuple(k): [tuple(q) for q in v] for k, v in fit_dihedrals.items() if v}  # type: ignore[misc]
     with threadpool_limits(1):
         profile = torsion_scan(
             reference_fn,

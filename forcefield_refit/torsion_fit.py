@@ -181,6 +181,7 @@ def fit_torsions(
     ridge: float = 0.0,
     temperature_k: float | None = None,
     phases: PhaseMode = "free",
+    prior: Mapping[TypeQuad, FourierTorsion] | None = None,
 ) -> dict[TypeQuad, FourierTorsion]:
     """Fit one Fourier series per atom-type quadruple, jointly over all profiles and dihedrals.
 
@@ -197,6 +198,11 @@ def fit_torsions(
         Boltzmann weighting temperature, K (see :func:`boltzmann_weights`); None for uniform weights.
     phases : {"free", "0/180"}
         Free phases (any angle; all supported formats store it) or phases restricted to 0/180 degrees.
+    prior : mapping, optional
+        ``{quadruple: FourierTorsion}`` starting parameters (e.g. the base force field's terms): the ridge
+        penalty pulls the amplitudes toward them (``ridge * |beta - beta_prior|^2``) instead of toward zero,
+        so directions the scans do not determine stay at the starting values. Quadruples or periodicities
+        missing from it are pulled toward zero.
 
     Returns
     -------
@@ -251,7 +257,7 @@ def fit_torsions(
         penalty = np.zeros((len(columns), design.shape[1]))
         penalty[:, len(data) :] = np.sqrt(ridge) * np.eye(len(columns))
         a = np.vstack([a, penalty])
-        b = np.concatenate([b, np.zeros(len(columns))])
+        b = np.concatenate([b, np.sqrt(ridge) * _prior_vector(columns, prior or {})])
     coef, *_ = np.linalg.lstsq(a, b, rcond=None)
     residual = design @ coef - y
     result = {}
@@ -270,3 +276,17 @@ def fit_torsions(
         result[t] = FourierTorsion(types=t, terms=terms, fit_rmse_kj=rmse)
         logger.info("fit %s (periodicities %s, %s phases): weighted RMSE %.4g kJ/mol", t, pers[t], phases, rmse)
     return result
+
+
+def _prior_vector(columns: Sequence[tuple[TypeQuad, int, str]], prior: Mapping[TypeQuad, FourierTorsion]) -> np.ndarray:
+    """Linear coefficients (``k cos phase``, ``k sin phase``) of the prior for every design column."""
+    out = np.zeros(len(columns))
+    for c, (t, n, kind) in enumerate(columns):
+        series = prior.get(t) or prior.get(t[::-1])  # type: ignore[arg-type]
+        if series is None:
+            continue
+        for m, phase_deg, k in series.terms:
+            if m == n:
+                phase = np.radians(phase_deg)
+                out[c] += k * (np.cos(phase) if kind == "cos" else np.sin(phase))
+    return out
