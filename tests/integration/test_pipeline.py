@@ -54,3 +54,20 @@ def test_bad_settings_file_is_reported(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("train:\n  epocs: 3\n")
     assert main(["demo", "--config", str(bad), "--output", str(tmp_path / "out")]) == 2
+
+
+def test_stage_commands_reuse_the_demo_outputs(demo_dir, tmp_path):
+    settings = str(demo_dir / "settings.yaml")  # the quick settings the demo ran with
+    assert main(["--no-progress", "train", str(demo_dir / "labels.h5"), "-c", settings, "-o", str(tmp_path / "m")]) == 0
+    model = tmp_path / "m" / "model.pt"
+    assert load_model(model)[1]["ensemble_size"] == 3
+    assert main(["--no-progress", "run", "-c", settings, "-m", str(model), "-n", "5", "-o", str(tmp_path / "md")]) == 0
+    run = json.loads((tmp_path / "md" / "run.json").read_text())
+    assert run["steps"] == 5 and run["ns_per_day"] > 0
+    assert main(["--no-progress", "refit", str(model), "-c", settings, "-o", str(tmp_path / "refit")]) == 0
+    assert (tmp_path / "refit" / "refit.frcmod").read_text().startswith("biomol-nnp")
+
+
+def test_missing_model_is_a_clear_error(tmp_path, caplog):
+    assert main(["--no-progress", "run", "-m", str(tmp_path / "none.pt"), "-n", "5", "-o", str(tmp_path)]) == 2
+    assert "does not exist" in caplog.text
