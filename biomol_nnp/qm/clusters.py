@@ -2,7 +2,7 @@
 
 :func:`carve_region` takes whole residues as the QM region and, as point charges, every other
 residue with an atom within a cutoff (minimum image, imaged next to the region). A region that cuts
-a covalent bond is refused: capping with link atoms is done elsewhere (the runtime region builder).
+a covalent bond is capped with link hydrogens by the rules of :mod:`biomol_nnp.region`.
 :func:`water_clusters` carves clusters of the n waters nearest a random water of an equilibrated box.
 
 >>> configs = water_clusters("systems/alanine_dipeptide/solvated.pdb", sizes=[2, 5])  # doctest: +SKIP
@@ -21,6 +21,7 @@ import numpy as np
 
 from biomol_nnp.exceptions import InputError
 from biomol_nnp.qm.sampling import Configuration, minimum_image, select_point_charges
+from biomol_nnp.region import find_cut_bonds, link_atom_positions, redistribute_boundary_charges
 
 logger = logging.getLogger(__name__)
 
@@ -121,8 +122,12 @@ def carve_region(
     cutoff_nm: float,
     source: str = "carved",
     frame: int = 0,
+    link_atoms: bool = True,
 ) -> Configuration:
-    """The region of whole residues plus the whole residues within ``cutoff_nm`` as point charges.
+    """The region of whole residues (cut bonds capped with link hydrogens) plus nearby residues as point charges.
+
+    Boundary rules (which bonds may be cut, where the caps go, how the boundary MM charge is moved to
+    its MM neighbours) are those of :mod:`biomol_nnp.region`, shared with the runtime region.
 
     Parameters
     ----------
@@ -137,34 +142,41 @@ def carve_region(
         MM charges of every atom (from the NonbondedForce), e.
     cutoff_nm : float
         Residues with any atom this close to the region become point charges, nm.
+    link_atoms : bool
+        Cap cut C-C / C-N bonds with hydrogens (default); False refuses any cut.
 
     Raises
     ------
     InputError
-        The region cuts a covalent bond (it names the bond and the fix), or is empty.
+        A cut that cannot be capped (ring, disulfide, not C-C/C-N) or any cut without ``link_atoms``
+        (the message names the bond and the fix), or an empty region.
     """
     chosen = set(int(r) for r in region_residues)
     atoms = list(topology.atoms())
     region = np.array([a.index for a in atoms if a.residue.index in chosen], dtype=int)
     if region.size == 0:
         raise InputError(f"region_residues {sorted(chosen)} select no atom")
-    for a, b in topology.bonds():
-        if (a.residue.index in chosen) != (b.residue.index in chosen):
-            inside, outside = (a, b) if a.residue.index in chosen else (b, a)
-            raise InputError(
-                f"the region cuts the bond {inside.name}({inside.residue.name}{inside.residue.id})-"
-                f"{outside.name}({outside.residue.name}{outside.residue.id}); add residue {outside.residue.index} "
-                "to the region, or cap the cut with link atoms (the region builder does that)"
-            )
+    cuts = find_cut_bonds(topology, region)
+    if cuts and not link_atoms:
+        inside, outside = atoms[cuts[0].inside], atoms[cuts[0].outside]
+        raise InputError(
+            f"the region cuts the bond {inside.name}({inside.residue.name}{inside.residue.id})-"
+            f"{outside.name}({outside.residue.name}{outside.residue.id}); add residue {outside.residue.index} "
+            "to the region, or pass link_atoms=True to cap the cut with a hydrogen"
+        )
+    charges = redistribute_boundary_charges(topology, charges, cuts, region)
     numbers = _numbers(topology)
     q_region = float(charges[region].sum())
     if abs(q_region - round(q_region)) > 1e-3:
         raise InputError(f"the region's MM charges sum to {q_region:.4f} e, not an integer; check the residues")
     others = [np.array([a.index for a in r.atoms()]) for r in topology.residues() if r.index not in chosen]
     mm_xyz, mm_idx = select_point_charges(positions_nm[region], positions_nm, others, box_nm, cutoff_nm)
+    caps = link_atom_positions(positions_nm, cuts, numbers)
+    if cuts:
+        logger.info("capped %d cut bonds with link hydrogens; boundary charges moved to their MM neighbours", len(cuts))
     return Configuration(
-        numbers[region],
-        positions_nm[region],
+        np.concatenate([numbers[region], np.ones(len(cuts), dtype=numbers.dtype)]),
+        np.concatenate([positions_nm[region], caps]),
         total_charge=int(round(q_region)),
         mm_positions=mm_xyz,
         mm_charges=charges[mm_idx],

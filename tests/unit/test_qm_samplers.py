@@ -68,4 +68,4 @@ def test_carving_takes_whole_residues_and_refuses_cut_bonds() -> None:
     assert config.n_atoms == 22 and config.total_charge == 0
     assert config.n_mm > 0 and config.n_mm % 3 == 0  # whole waters
     with pytest.raises(InputError, match=r"the region cuts the bond C\(ALA2\)-N\(NME3\); add residue 2"):
-        carve_region(pdb.topology, xyz, box, [0, 1], q, cutoff_nm=0.6)
+        carve_region(pdb.topology, xyz, box, [0, 1], q, cutoff_nm=0.6, link_atoms=False)
