@@ -12,7 +12,7 @@ from forcefield_refit.cli import main
 from tests.toy_models import make_toy_model
 
 ROOT = Path(__file__).resolve().parents[2]
-EXAMPLES = ROOT / "forcefield_refit" / "examples"
+EXAMPLES = ROOT / "scripts" / "refit_with_nnp"
 
 
 def test_example_settings_is_valid() -> None:
