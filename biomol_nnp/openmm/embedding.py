@@ -14,9 +14,20 @@ The mixed System (DESIGN.md, "Electrostatic embedding") is a copy of the MM Syst
 - ML-MM Lennard-Jones stays MM;
 - an exception between an ML and an MM atom (a 1-2/1-3/1-4 pair across a cut bond) keeps its
   Lennard-Jones but gets a zero charge product: all ML-MM electrostatics come from the embedding
-  energy, which sees every MM charge within the model's embedding cutoff without exclusions (boundary
-  charges are meant to be redistributed to their MM neighbours, see the link-atom issue). Today cuts
-  through covalent bonds are refused, so no such exception exists yet;
+  energy, which sees every MM charge within the model's embedding cutoff without exclusions;
+- a region may cut single C-C and C-N bonds (:func:`biomol_nnp.region.find_cut_bonds`: rings,
+  disulfides and other bonds are refused with the same messages as at labelling). Each cut bond gets
+  a link hydrogen, a virtual site at ``biomol_nnp.region.LINK_BOND_LENGTH_NM`` from the region atom
+  (:mod:`biomol_nnp.openmm.link_atoms`; the labelled clusters were capped the same way). The caps are
+  part of the model's region (atomic number 1) and have no MM interactions; OpenMM passes their
+  forces back to the two atoms of the cut bond. Bonded terms follow openmm-ml's ``removeBonds`` as in
+  the mechanical embedding: the cut bond, angles centred on the MM side and torsions around the cut
+  bond stay MM; angles centred on a region atom are removed (the model sees them through the cap);
+- boundary charges: the charge of each MM atom bonded to the region is moved, in equal parts, to its
+  other MM neighbours (:func:`biomol_nnp.region.redistribute_boundary_charges`) **for the charges the
+  embedding sees only**, so a point charge never sits ~0.15 nm from a cap. The MM-MM NonbondedForce
+  keeps the force field's original charges: the MM-MM electrostatics (and the pure MM end state of
+  ``lambda_interpolate``) are unchanged and the total charge seen by the region is conserved;
 - one force (:func:`biomol_nnp.openmm.backend.create_force`) adds the model energy of the region with
   the MM charges of the *original* NonbondedForce (nonzero ones only):
   ``E_vac(R_A) + E_emb(R_A; R_B, q_B)``. The MM charges are taken by molecule (residue): a residue
@@ -36,6 +47,7 @@ import logging
 import math
 from typing import Any
 
+import numpy as np
 import openmm
 import openmm.app
 import openmm.unit as u
@@ -43,13 +55,16 @@ from openmmml.embeddings import utilities
 from openmmml.mlpotential import Embedding, EmbeddingFactory, MLPotentialImpl
 
 from biomol_nnp.exceptions import InputError
+from biomol_nnp.openmm.link_atoms import add_link_sites
 from biomol_nnp.openmm.potential import BiomolNNPPotentialImpl
+from biomol_nnp.region import LINK_BOND_LENGTH_NM, find_cut_bonds, redistribute_boundary_charges
 
 logger = logging.getLogger(__name__)
 
 EMBEDDING_NAME = "electrostatic"
 KNOWN_ARGS = ("totalCharge", "mlLongRange", "linkAtomDistances")
-"""Keyword arguments createMixedSystem accepts for this embedding (the last two only as None/empty)."""
+"""Keyword arguments createMixedSystem accepts for this embedding (the last two only as None/empty: cap
+distances are fixed by ``biomol_nnp.region.LINK_BOND_LENGTH_NM``)."""
 
 
 class ElectrostaticEmbeddingFactory(EmbeddingFactory):
@@ -71,28 +86,8 @@ def _original_charges(system: openmm.System) -> list[float] | None:
         return None
     force = forces[0]
     return [
-        force.getParticleParameters(i)[0].value_in_unit(u.elementary_charge)
-        for i in range(force.getNumParticles())
+        force.getParticleParameters(i)[0].value_in_unit(u.elementary_charge) for i in range(force.getNumParticles())
     ]
-
-
-def _check_link_bonds(topology: openmm.app.Topology, atoms: list[int]) -> None:
-    links = utilities.findLinkBonds(topology, atoms)
-    if not links:
-        return
-    topology_atoms = list(topology.atoms())
-
-    def label(i: int) -> str:
-        atom = topology_atoms[i]
-        return f"{atom.residue.name}{atom.residue.id}:{atom.name}({i})"
-
-    shown = ", ".join(f"{label(a)}-{label(b)}" for a, b in links[:5])
-    raise InputError(
-        f"the ML region cuts through {len(links)} covalent bonds ({shown}"
-        f"{', ...' if len(links) > 5 else ''}); cuts through covalent bonds need link atoms: not yet "
-        "supported by the electrostatic embedding; choose whole molecules (whole residues of "
-        "separate molecules, or the whole peptide)"
-    )
 
 
 def _zero_region_electrostatics(system: openmm.System, atoms: list[int]) -> None:
@@ -150,8 +145,9 @@ class ElectrostaticEmbedding(Embedding):
             )
         if args.get("linkAtomDistances"):
             raise InputError(
-                "linkAtomDistances was given, but link atoms are not yet supported by the "
-                "electrostatic embedding; choose whole molecules"
+                f"linkAtomDistances={args['linkAtomDistances']!r} is not allowed: link-hydrogen distances are "
+                f"fixed by biomol_nnp.region.LINK_BOND_LENGTH_NM ({LINK_BOND_LENGTH_NM} nm by element of the "
+                "region atom) so that caps sit where they sat in the labelled QM clusters; leave it out"
             )
         atoms = [int(i) for i in atoms]
         if len(set(atoms)) != len(atoms) or not atoms:
@@ -159,13 +155,14 @@ class ElectrostaticEmbedding(Embedding):
                 f"atoms must be a nonempty list of distinct indices, got {len(atoms)} entries with "
                 f"{len(set(atoms))} distinct"
             )
-        _check_link_bonds(topology, atoms)
+        cuts = find_cut_bonds(topology, atoms)
         periodic = system.usesPeriodicBoundaryConditions()
 
         charges = _original_charges(system) or [0.0] * system.getNumParticles()
         atom_set = set(atoms)
-        mm_atoms = [i for i, q in enumerate(charges) if i not in atom_set and q != 0.0]
-        mm_charges = [charges[i] for i in mm_atoms]
+        seen = redistribute_boundary_charges(topology, np.asarray(charges, dtype=float), cuts, atoms)
+        mm_atoms = [i for i, q in enumerate(seen) if i not in atom_set and q != 0.0]
+        mm_charges = [float(seen[i]) for i in mm_atoms]
         region_charge = sum(charges[i] for i in atoms)
         total_charge = (
             float(args["totalCharge"]) if args.get("totalCharge") is not None else float(round(region_charge))
@@ -179,21 +176,26 @@ class ElectrostaticEmbedding(Embedding):
 
         new_system = utilities.removeBonds(system, topology, atoms, True)
         _zero_region_electrostatics(new_system, atoms)
+        new_topology = copy.deepcopy(topology)
+        # with interpolation the MM reference System needs the same (inert) cap particles
+        mm_system = copy.deepcopy(system) if interpolate and cuts else system
+        caps = add_link_sites(new_topology, [new_system, mm_system] if mm_system is not system else [new_system], cuts)
         force = potential.make_force(
-            topology, atoms, total_charge, mm_atoms, mm_charges, periodic, forceGroup
+            new_topology, atoms + caps, total_charge, mm_atoms, mm_charges, periodic, forceGroup
         )
 
         if interpolate:
             helper = utilities.InterpolationHelper()
             helper.addMLTerm(force)
-            helper.addMMBondedTerms(system, topology, atoms)
-            helper.setupNonbonded(new_system, system)
+            helper.addMMBondedTerms(mm_system, topology, atoms)
+            helper.setupNonbonded(new_system, mm_system)
             helper.setupInterpolation(new_system)
         else:
             new_system.addForce(force)
         logger.info(
-            "electrostatic embedding: %d ML atoms (total charge %g e) see %d MM charges%s",
+            "electrostatic embedding: %d ML atoms and %d link hydrogens (total charge %g e) see %d MM charges%s",
             len(atoms),
+            len(caps),
             total_charge,
             len(mm_atoms),
             " (periodic)" if periodic else "",
@@ -202,7 +204,7 @@ class ElectrostaticEmbedding(Embedding):
         if returnInfo:
             return dict(
                 system=new_system,
-                topology=copy.deepcopy(topology),
+                topology=new_topology,
                 oldToNew=list(range(topology.getNumAtoms())),
             )
         return new_system

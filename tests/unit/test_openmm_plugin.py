@@ -86,12 +86,17 @@ def test_electrostatic_needs_biomol_potential(vacuum):
         embedding.createMixedSystem(Other(), pdb.topology, system, [0, 1, 2], 0, False)
 
 
-def test_link_bonds_refused(toy_path, vacuum):
+def test_forbidden_cuts_refused(toy_path, vacuum):
+    """Only single C-C / C-N bonds may be cut (biomol_nnp.region rules); cap distances are not negotiable."""
     pdb, system = vacuum
+    potential = MLPotential("biomol-nnp", modelPath=str(toy_path))
     ala = [a.index for a in pdb.topology.atoms() if a.residue.name == "ALA"]
-    with pytest.raises(InputError, match="cuts through covalent bonds need link atoms"):
-        MLPotential("biomol-nnp", modelPath=str(toy_path)).createMixedSystem(
-            pdb.topology, system, ala, embedding="electrostatic"
+    no_amide_h = [i for i in ala if list(pdb.topology.atoms())[i].name != "H"]
+    with pytest.raises(InputError, match="only single C-C or C-N bonds can be capped"):
+        potential.createMixedSystem(pdb.topology, system, no_amide_h, embedding="electrostatic")
+    with pytest.raises(InputError, match="LINK_BOND_LENGTH_NM"):
+        potential.createMixedSystem(
+            pdb.topology, system, ala, embedding="electrostatic", linkAtomDistances=[(6, 4, 0.1)]
         )
 
 
