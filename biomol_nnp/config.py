@@ -259,3 +259,54 @@ class PipelineSettings(Settings):
     train: TrainSettings = Field(default_factory=TrainSettings, description="Ensemble training.")
     simulation: SimulationSettings = Field(default_factory=SimulationSettings, description="NNP/MM MD.")
     refit: RefitSettings = Field(default_factory=RefitSettings, description="Torsion refit.")
+
+
+class PrepareSettings(Settings):
+    """`biomol-nnp prepare`: fix a PDB, protonate, solvate, parameterize, and choose the ML region.
+
+    >>> settings = PrepareSettings(forcefield="charmm36", padding_nm=1.2, region_selection="resid 45-50")
+    >>> settings.ionic_strength_molar
+    0.15
+    """
+
+    forcefield: Literal["amber14", "charmm36"] = Field(
+        "amber14",
+        description="'amber14' (amber14-all.xml + amber14/tip3p.xml: ff14SB, TIP3P) or 'charmm36' "
+        "(charmm36.xml + charmm36/water.xml: CHARMM36, CHARMM TIP3P).",
+    )
+    ph: float = Field(7.0, ge=0, le=14, description="pH that sets the protonation states of titratable residues.")
+    add_missing_residues: bool = Field(
+        True, description="Build residues missing inside a chain (SEQRES gaps); terminal gaps are never built."
+    )
+    replace_nonstandard_residues: bool = Field(
+        True, description="Replace modified residues (e.g. MSE) by their standard parents."
+    )
+    remove_heterogens: bool = Field(
+        True, description="Remove ligands, ions and other non-polymer residues (they need their own templates)."
+    )
+    keep_water: bool = Field(True, description="Keep crystal waters when heterogens are removed.")
+    solvate: bool = Field(True, description="Fill a periodic box with water and ions (otherwise: vacuum).")
+    padding_nm: float = Field(1.0, gt=0, description="Minimum solute-to-box-edge distance of the water box, nm.")
+    box_shape: Literal["cube", "dodecahedron", "octahedron"] = Field(
+        "cube", description="Shape of the periodic water box."
+    )
+    ionic_strength_molar: float = Field(
+        0.15, ge=0, description="Salt added on top of the neutralizing counter-ions, mol/L."
+    )
+    neutralize: bool = Field(True, description="Add counter-ions so the box has zero net charge.")
+    positive_ion: Literal["Na+", "K+", "Li+", "Rb+", "Cs+"] = Field("Na+", description="Cation of the salt.")
+    negative_ion: Literal["Cl-", "Br-", "F-", "I-"] = Field("Cl-", description="Anion of the salt.")
+    nonbonded_cutoff_nm: float = Field(
+        1.0, gt=0, description="Direct-space cutoff of PME (periodic systems; vacuum uses no cutoff), nm."
+    )
+    constraints: Literal["none", "HBonds", "AllBonds", "HAngles"] = Field(
+        "HBonds", description="Bonds constrained in the written System (OpenMM names)."
+    )
+    rigid_water: bool = Field(True, description="Rigid water molecules.")
+    seed: int = Field(0, description="Seed of PDBFixer's placement of missing atoms.")
+    region_selection: str | None = Field(
+        None,
+        description="MDAnalysis selection string of the ML region, evaluated on the written topology.pdb "
+        "(e.g. 'protein and resid 45-50'); None writes no region.json.",
+    )
+    whole_residues: bool = Field(True, description="Extend the selected atoms to whole residues.")
