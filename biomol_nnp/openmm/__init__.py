@@ -1,5 +1,6 @@
-"""OpenMM integration: the openmm-ml potential ``biomol-nnp``, the ``electrostatic`` embedding and
-the force backends.
+"""OpenMM integration: the openmm-ml potential ``biomol-nnp``, the ``electrostatic`` embedding (with
+link-hydrogen caps, :mod:`.link_atoms`), the force backends and the water-partition restraints
+(:mod:`.restraints`).
 
 openmm-ml loads its entry points (our potential and embedding modules) when ``openmmml`` is first
 imported. Importing it here, before any of our submodules, keeps that scan from meeting a half-imported
