@@ -103,6 +103,34 @@ def command_refit(args: argparse.Namespace) -> None:
     refit(settings, Path(args.model), Path(args.output), progress=not args.no_progress)
 
 
+def command_prepare(args: argparse.Namespace) -> None:
+    from biomol_nnp.config import PrepareSettings
+    from biomol_nnp.prepare import prepare
+
+    settings = PrepareSettings.from_yaml(args.config) if args.config else PrepareSettings()
+    overrides = {
+        "forcefield": args.forcefield,
+        "ph": args.ph,
+        "padding_nm": args.padding,
+        "ionic_strength_molar": args.salt,
+        "positive_ion": args.positive_ion,
+        "negative_ion": args.negative_ion,
+        "nonbonded_cutoff_nm": args.cutoff,
+        "region_selection": args.region,
+    }
+    for key, value in overrides.items():
+        if value is not None:
+            setattr(settings, key, value)
+    if args.no_solvent:
+        settings.solvate = False
+    if args.remove_water:
+        settings.keep_water = False
+    if args.atoms_only:
+        settings.whole_residues = False
+    prepared = prepare(Path(args.pdb), Path(args.output), settings)
+    logger.info("wrote %s", ", ".join(str(path) for path in prepared.files.values()))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="biomol-nnp", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"biomol-nnp {__version__}")
@@ -171,6 +199,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-c", "--config", help="settings YAML")
     p.add_argument("-o", "--output", default="refit_output", help="output folder")
     p.set_defaults(func=command_refit)
+
+    p = sub.add_parser(
+        "prepare",
+        help="fix a protein PDB, protonate, solvate, parameterize and choose the ML region",
+        description="PDBFixer + Modeller + amber14/charmm36: writes system.xml, topology.pdb, region.json "
+        "(with --region) and prepare.yaml into OUTPUT. Flags override the settings file.",
+    )
+    p.add_argument("pdb", help="input structure (PDB or PDBx/mmCIF)")
+    p.add_argument("-c", "--config", help="PrepareSettings YAML (default: built-in defaults)")
+    p.add_argument("-o", "--output", default="prepared", help="output folder")
+    p.add_argument("--forcefield", choices=["amber14", "charmm36"], help="force field (default amber14)")
+    p.add_argument("--ph", type=float, help="pH of the protonation states (default 7.0)")
+    p.add_argument("--padding", type=float, help="water padding around the solute, nm (default 1.0)")
+    p.add_argument("--salt", type=float, help="salt concentration on top of neutralization, M (default 0.15)")
+    p.add_argument("--positive-ion", choices=["Na+", "K+", "Li+", "Rb+", "Cs+"], help="cation (default Na+)")
+    p.add_argument("--negative-ion", choices=["Cl-", "Br-", "F-", "I-"], help="anion (default Cl-)")
+    p.add_argument("--cutoff", type=float, help="PME direct-space cutoff, nm (default 1.0)")
+    p.add_argument("--no-solvent", action="store_true", help="do not solvate (vacuum, no cutoff)")
+    p.add_argument("--remove-water", action="store_true", help="also remove crystal waters")
+    p.add_argument("--region", help="MDAnalysis selection of the ML region, e.g. 'protein and resid 45-50'")
+    p.add_argument("--atoms-only", action="store_true", help="do not extend the region to whole residues")
+    p.set_defaults(func=command_prepare)
     return parser
 
 

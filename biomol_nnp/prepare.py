@@ -148,7 +148,9 @@ def fix_structure(pdb_path: str | os.PathLike, settings: PrepareSettings, forcef
     if settings.remove_heterogens:
         removed = _remove_heterogens(fixer, settings.keep_water)
         if removed:
-            logger.info("removed %d heterogen residues (%s)", len(removed), ", ".join(sorted({r.name for r in removed})))
+            logger.info(
+                "removed %d heterogen residues (%s)", len(removed), ", ".join(sorted({r.name for r in removed}))
+            )
     fixer.findMissingAtoms()
     n_missing = sum(len(atoms) for atoms in fixer.missingAtoms.values())
     n_residues = sum(len(names) for names in fixer.missingResidues.values())
@@ -156,8 +158,10 @@ def fix_structure(pdb_path: str | os.PathLike, settings: PrepareSettings, forcef
         logger.info("adding %d missing residues and %d missing heavy atoms", n_residues, n_missing)
     fixer.addMissingAtoms(seed=settings.seed)
     try:
-        fixer.addMissingHydrogens(pH=settings.ph, forcefield=forcefield)
-    except ValueError as err:
+        fixer.addMissingHydrogens(pH=settings.ph)
+    except Exception as err:
+        if "template" not in str(err).lower():
+            raise
         raise InputError(f"cannot add hydrogens to {str(path)!r}: {err}; {_TEMPLATE_HINT}") from err
     return fixer
 
@@ -199,10 +203,26 @@ _TEMPLATE_HINT = (
 
 def solvate(topology: Any, positions: Any, settings: PrepareSettings, forcefield: Any) -> tuple[Any, Any]:
     """Add a water box (``settings.padding_nm``) with neutralizing ions and salt; returns (topology, positions)."""
-    from openmm import unit
     from openmm.app import Modeller
 
     modeller = Modeller(topology, positions)
+    try:
+        _add_solvent(modeller, settings, forcefield)
+    except Exception as err:
+        raise _template_error(err, "solvate the structure", settings) from err
+    return modeller.topology, modeller.positions
+
+
+def _template_error(err: Exception, action: str, settings: PrepareSettings) -> Exception:
+    """InputError with OpenMM's template diagnosis and our hint; other errors are passed through unchanged."""
+    if "template" not in str(err).lower():
+        return err
+    return InputError(f"cannot {action} with {settings.forcefield}: {err}\nHint: {_TEMPLATE_HINT}")
+
+
+def _add_solvent(modeller: Any, settings: PrepareSettings, forcefield: Any) -> None:
+    from openmm import unit
+
     modeller.addSolvent(
         forcefield,
         model=WATER_MODEL[settings.forcefield],
@@ -213,7 +233,6 @@ def solvate(topology: Any, positions: Any, settings: PrepareSettings, forcefield
         ionicStrength=settings.ionic_strength_molar * unit.molar,
         neutralize=settings.neutralize,
     )
-    return modeller.topology, modeller.positions
 
 
 def create_system(topology: Any, settings: PrepareSettings, forcefield: Any) -> Any:
@@ -231,8 +250,8 @@ def create_system(topology: Any, settings: PrepareSettings, forcefield: Any) -> 
         kwargs["nonbondedCutoff"] = settings.nonbonded_cutoff_nm * unit.nanometer
     try:
         return forcefield.createSystem(topology, **kwargs)
-    except ValueError as err:
-        raise InputError(f"cannot parameterize the structure with {settings.forcefield}: {err}\nHint: {_TEMPLATE_HINT}") from err
+    except Exception as err:
+        raise _template_error(err, "parameterize the structure", settings) from err
 
 
 def _check_cutoff(topology: Any, settings: PrepareSettings) -> None:
@@ -269,7 +288,7 @@ def select_region(topology_pdb_path: str | os.PathLike, selection: str, whole_re
     >>> select_region("topology.pdb", "resname ALA")  # doctest: +SKIP
     [6, 7, 8, 9, 10, 11, 12, 13, 14, 15]
     """
-    import MDAnalysis as mda
+    import MDAnalysis
 
     path = Path(topology_pdb_path)
     if not path.is_file():
@@ -278,7 +297,7 @@ def select_region(topology_pdb_path: str | os.PathLike, selection: str, whole_re
         raise InputError(f"region selection {selection!r} is empty; give an MDAnalysis selection, e.g. 'resid 45-50'")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # MDAnalysis warns about PDB records OpenMM does not write
-        universe = mda.Universe(str(path))
+        universe = MDAnalysis.Universe(str(path))
     try:
         atoms = universe.select_atoms(selection)
     except Exception as err:
