@@ -119,7 +119,7 @@ def test_adk_fixed_and_parameterized(adk_vacuum):
     assert not system.usesPeriodicBoundaryConditions()
     charge = total_charge(system)
     assert charge == pytest.approx(round(charge), abs=1e-4)  # whole residues, integer net charge
-    assert round(charge) == -4  # 4AKE at pH 7: 41 Lys/Arg... minus 45 Asp/Glu/C-terminus
+    assert round(charge) == -4  # 18 Lys + 13 Arg - 17 Asp - 18 Glu; neutral His, charged termini cancel
     assert np.isfinite(energy(system, adk_vacuum.positions))
 
 
