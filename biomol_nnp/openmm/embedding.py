@@ -56,7 +56,7 @@ from openmmml.mlpotential import Embedding, EmbeddingFactory, MLPotentialImpl
 
 from biomol_nnp.exceptions import InputError
 from biomol_nnp.openmm.link_atoms import add_link_sites
-from biomol_nnp.openmm.potential import BiomolNNPPotentialImpl
+from biomol_nnp.openmm.potential import EmbeddablePotential
 from biomol_nnp.region import LINK_BOND_LENGTH_NM, find_cut_bonds, redistribute_boundary_charges
 
 logger = logging.getLogger(__name__)
@@ -110,7 +110,7 @@ def _zero_region_electrostatics(system: openmm.System, atoms: list[int]) -> None
 
 
 class ElectrostaticEmbedding(Embedding):
-    """Electrostatic embedding of a biomol-nnp model's region in an MM System (see module docstring).
+    """Electrostatic embedding of a biomol-nnp model's (or GFN2-xTB's) region in an MM System (see module docstring).
 
     Arguments accepted by ``createMixedSystem`` through ``**args``: ``totalCharge`` (e; default: the
     rounded sum of the region's MM charges).
@@ -131,11 +131,12 @@ class ElectrostaticEmbedding(Embedding):
         returnInfo: bool = False,
         **args: Any,
     ) -> openmm.System | dict[str, Any]:
-        if not isinstance(potential, BiomolNNPPotentialImpl):
+        if not isinstance(potential, EmbeddablePotential):
             raise InputError(
                 f"embedding='electrostatic' got a {type(potential).__name__}: electrostatic embedding "
-                "needs a model that predicts charges; use MLPotential('biomol-nnp', modelPath=...) "
-                "or embedding='mechanical' for other potentials"
+                "needs a model that predicts charges (a potential with make_force, see "
+                "biomol_nnp.openmm.potential.EmbeddablePotential); use MLPotential('biomol-nnp', "
+                "modelPath=...), MLPotential('xtb') or embedding='mechanical' for other potentials"
             )
         unknown = sorted(set(args) - set(KNOWN_ARGS))
         if unknown:

@@ -17,7 +17,7 @@ import logging
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import openmm
 import openmm.app
@@ -32,6 +32,28 @@ logger = logging.getLogger(__name__)
 POTENTIAL_NAME = "biomol-nnp"
 KNOWN_ARGS = ("modelPath", "torchThreads", "backend")
 """Keyword arguments of ``MLPotential('biomol-nnp', ...)``."""
+
+
+@runtime_checkable
+class EmbeddablePotential(Protocol):
+    """A potential the ``electrostatic`` embedding can use: it builds its force with the MM charges.
+
+    ``make_force`` returns the Force for the region ``atoms`` (link caps included, atomic number 1)
+    of total charge ``total_charge`` (e) polarized by ``mm_charges`` (e) on ``mm_atoms``; each MM
+    atom's residue is its charge group. Implemented by :class:`BiomolNNPPotentialImpl` and
+    :class:`biomol_nnp.openmm.xtb_potential.XTBPotentialImpl`.
+    """
+
+    def make_force(
+        self,
+        topology: openmm.app.Topology,
+        atoms: list[int],
+        total_charge: float,
+        mm_atoms: list[int],
+        mm_charges: list[float],
+        periodic: bool,
+        force_group: int,
+    ) -> openmm.Force: ...
 
 
 class BiomolNNPPotentialImplFactory(MLPotentialImplFactory):
