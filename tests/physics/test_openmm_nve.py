@@ -1,8 +1,8 @@
 """NVE energy conservation of NNP/MM with the electrostatic embedding (analytic toy model, Reference).
 
 System: the alanine dipeptide (the ML region) and its 6 nearest TIP3P waters, no cutoff, flexible
-waters, no constraints. The toy model's embedding cutoff (0.4 nm, switch 0.1 nm) puts most waters in
-the switching shell, so the smooth molecule switch is exercised as they move.
+waters, no constraints. The toy model's embedding cutoff (0.4 nm, switch 0.1 nm) puts two of the
+six waters in the switching shell (d_min 0.31 and 0.34 nm), so the smooth molecule switch is exercised.
 
 Drift bound: the slope of a linear fit of the total energy over 200 steps of 0.5 fs (0.1 ps) must be
 below ``DRIFT_BOUND`` = 2.0 kJ/mol/ns per degree of freedom (120 dof), and the RMS fluctuation of the
