@@ -123,6 +123,7 @@ def central_difference(ctx, positions, atom, step=1e-4):
             moved = positions.copy()
             moved[atom, k] += sign * step
             ctx.setPositions(moved)
+            ctx.computeVirtualSites()  # link caps follow the moved atom
             values.append(ctx.getState(getEnergy=True).getPotentialEnergy().value_in_unit(u.kilojoule_per_mole))
         gradient[k] = (values[0] - values[1]) / (2 * step)
     return -gradient
@@ -174,3 +175,34 @@ def test_bad_arguments():
         MLPotential("xtb", modelPath="x.pt")
     with pytest.raises(InputError, match="multiplicity"):
         XTBPotentialImpl(multiplicity=0)
+
+
+def test_link_caps_are_hydrogens_and_forces_reach_the_cut_bond(cluster):
+    """Region = ALA (two C-N cuts): the caps are region atoms with Z = 1; FD forces on a cut-bond MM atom."""
+    topology, system, positions, _ = cluster
+    ala = [a.index for a in topology.atoms() if a.residue.name == "ALA"]
+    mixed = MLPotential("xtb", accuracy=ACCURACY).createMixedSystem(
+        topology, system, ala, embedding="electrostatic", forceGroup=QM_GROUP
+    )
+    callback = callback_of(mixed)
+    assert callback.atomic_numbers[len(ala) :] == [1, 1] and len(callback.qm_atoms) == len(ala) + 2
+    ctx = context(mixed, np.vstack([positions, np.zeros((2, 3))]))
+    ctx.computeVirtualSites()
+    full = ctx.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(u.nanometer)
+    energy = ctx.getState(getEnergy=True, groups={QM_GROUP}).getPotentialEnergy().value_in_unit(u.kilojoule_per_mole)
+    index, imaged, weights = callback.environment(full[callback.qm_atoms], full[callback.mm_atoms], None)
+    reference = XTBEngine(LabelSettings(accuracy=ACCURACY)).compute(
+        np.asarray(callback.atomic_numbers),
+        full[callback.qm_atoms],
+        0,
+        1,
+        imaged,
+        np.asarray(callback.mm_charges)[index] * weights,
+        np.asarray(callback.mm_numbers)[index],
+    )
+    assert energy == pytest.approx(reference.energy, abs=1e-6)
+    ace_carbon = next(a.index for a in topology.atoms() if a.residue.name == "ACE" and a.name == "C")
+    forces = ctx.getState(getForces=True).getForces(asNumpy=True).value_in_unit(u.kilojoule_per_mole / u.nanometer)
+    numeric = central_difference(ctx, full, ace_carbon)
+    print(f"cut-bond atom {ace_carbon}: analytic {forces[ace_carbon]} numeric {numeric}")
+    assert np.max(np.abs(forces[ace_carbon] - numeric)) < 0.5
