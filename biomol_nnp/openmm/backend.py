@@ -184,6 +184,8 @@ class ModelForceCallback:
             positions = positions.copy()
             ml = positions[:n_ml]
             positions[:n_ml] = ml[0] + _minimum_image(ml - ml[0], box_nm)
+            if self.mm_atoms:  # OpenMM may wrap atom by atom: make each MM molecule whole
+                positions[n_ml:] = whole_molecules(positions[n_ml:], self.mm_molecules, box_nm)
             box = torch.from_numpy(box_nm)
         else:
             box = self._tensors["no_box"]
@@ -242,6 +244,19 @@ def _minimum_image(delta: np.ndarray, box: np.ndarray) -> np.ndarray:
     delta = delta - np.outer(np.round(delta[:, 2] / box[2, 2]), box[2])
     delta = delta - np.outer(np.round(delta[:, 1] / box[1, 1]), box[1])
     return delta - np.outer(np.round(delta[:, 0] / box[0, 0]), box[0])
+
+
+def whole_molecules(positions: np.ndarray, molecules: Sequence[int], box: np.ndarray) -> np.ndarray:
+    """Positions ``[M,3]`` nm with each molecule made whole: minimum image relative to its first atom.
+
+    A constant lattice shift per atom, so forces need no correction. Without it, positions wrapped atom by
+    atom (as OpenMM may pass them, or as a wrapped trajectory holds them) split molecules across the box and
+    :func:`biomol_nnp.models.environment.embedding_environment` would image a split molecule wrongly.
+    """
+    first: dict[int, int] = {}
+    anchors = np.asarray([first.setdefault(int(m), k) for k, m in enumerate(molecules)], dtype=np.int64)
+    anchor = positions[anchors]
+    return anchor + _minimum_image(positions - anchor, box)
 
 
 def make_force(callback: ModelForceCallback, force_group: int = 0, name: str = "BiomolNNP") -> openmm.PythonForce:

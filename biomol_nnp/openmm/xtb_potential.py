@@ -39,7 +39,7 @@ from openmmml.mlpotential import MLPotentialImpl, MLPotentialImplFactory
 from biomol_nnp.config import LabelSettings
 from biomol_nnp.exceptions import InputError, SimulationError
 from biomol_nnp.models.environment import embedding_environment
-from biomol_nnp.openmm.backend import _minimum_image
+from biomol_nnp.openmm.backend import _minimum_image, whole_molecules
 from biomol_nnp.units import ELECTROSTATIC_CONSTANT
 
 logger = logging.getLogger(__name__)
@@ -201,6 +201,9 @@ class XTBForceCallback:
         if box is not None:
             qm = positions[:n_qm]
             positions[:n_qm] = qm[0] + _minimum_image(qm - qm[0], box)
+        if box is not None and self.mm_atoms:
+            # OpenMM may wrap positions atom by atom: make each MM molecule whole around its first atom
+            positions[n_qm:] = whole_molecules(positions[n_qm:], self.mm_molecules, box)
         region = positions[:n_qm]
         mm = positions[n_qm:]
         index, imaged, weights = self.environment(region, mm, box)
