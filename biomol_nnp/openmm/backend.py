@@ -124,6 +124,7 @@ class ModelForceCallback:
         self.switch_width_nm = 0.0
         self._module: Any = None
         self._tensors: dict[str, torch.Tensor] = {}
+        self._mm_anchors: np.ndarray | None = None
 
     def particles(self) -> list[int]:
         """System indices of the particles the force acts on: ML atoms, then MM charges."""
@@ -133,6 +134,7 @@ class ModelForceCallback:
         state = self.__dict__.copy()
         state["_module"] = None
         state["_tensors"] = {}
+        state["_mm_anchors"] = None
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -185,7 +187,10 @@ class ModelForceCallback:
             ml = positions[:n_ml]
             positions[:n_ml] = ml[0] + _minimum_image(ml - ml[0], box_nm)
             if self.mm_atoms:  # OpenMM may wrap atom by atom: make each MM molecule whole
-                positions[n_ml:] = whole_molecules(positions[n_ml:], self.mm_molecules, box_nm)
+                anchors = getattr(self, "_mm_anchors", None)
+                if anchors is None:  # not pickled: rebuilt after loading
+                    anchors = self._mm_anchors = molecule_anchors(self.mm_molecules)
+                positions[n_ml:] = whole_molecules(positions[n_ml:], anchors, box_nm)
             box = torch.from_numpy(box_nm)
         else:
             box = self._tensors["no_box"]
@@ -246,15 +251,20 @@ def _minimum_image(delta: np.ndarray, box: np.ndarray) -> np.ndarray:
     return delta - np.outer(np.round(delta[:, 0] / box[0, 0]), box[0])
 
 
-def whole_molecules(positions: np.ndarray, molecules: Sequence[int], box: np.ndarray) -> np.ndarray:
-    """Positions ``[M,3]`` nm with each molecule made whole: minimum image relative to its first atom.
+def molecule_anchors(molecules: Sequence[int]) -> np.ndarray:
+    """For each atom, the index of the first atom of its molecule (the anchor :func:`whole_molecules` uses)."""
+    first: dict[int, int] = {}
+    return np.asarray([first.setdefault(int(m), k) for k, m in enumerate(molecules)], dtype=np.int64)
 
-    A constant lattice shift per atom, so forces need no correction. Without it, positions wrapped atom by
-    atom (as OpenMM may pass them, or as a wrapped trajectory holds them) split molecules across the box and
+
+def whole_molecules(positions: np.ndarray, anchors: np.ndarray, box: np.ndarray) -> np.ndarray:
+    """Positions ``[M,3]`` nm with each molecule made whole: minimum image relative to its anchor atom.
+
+    ``anchors`` comes from :func:`molecule_anchors`. A constant lattice shift per atom, so forces need no
+    correction. Without it, positions wrapped atom by atom (as OpenMM may pass them, or as a wrapped
+    trajectory holds them) split molecules across the box and
     :func:`biomol_nnp.models.environment.embedding_environment` would image a split molecule wrongly.
     """
-    first: dict[int, int] = {}
-    anchors = np.asarray([first.setdefault(int(m), k) for k, m in enumerate(molecules)], dtype=np.int64)
     anchor = positions[anchors]
     return anchor + _minimum_image(positions - anchor, box)
 

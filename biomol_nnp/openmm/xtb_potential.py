@@ -39,7 +39,7 @@ from openmmml.mlpotential import MLPotentialImpl, MLPotentialImplFactory
 from biomol_nnp.config import LabelSettings
 from biomol_nnp.exceptions import InputError, SimulationError
 from biomol_nnp.models.environment import embedding_environment
-from biomol_nnp.openmm.backend import _minimum_image, whole_molecules
+from biomol_nnp.openmm.backend import _minimum_image, molecule_anchors, whole_molecules
 from biomol_nnp.units import ELECTROSTATIC_CONSTANT
 
 logger = logging.getLogger(__name__)
@@ -142,6 +142,7 @@ class XTBForceCallback:
         self.switch_width_nm = float(switch_width_nm)
         self.settings = dict(settings or {})
         self.last_result: Any = None
+        self._mm_anchors: np.ndarray | None = None
 
     def particles(self) -> list[int]:
         """System indices of the particles the force acts on: region atoms, then MM charges."""
@@ -150,6 +151,7 @@ class XTBForceCallback:
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["last_result"] = None
+        state["_mm_anchors"] = None
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -203,7 +205,10 @@ class XTBForceCallback:
             positions[:n_qm] = qm[0] + _minimum_image(qm - qm[0], box)
         if box is not None and self.mm_atoms:
             # OpenMM may wrap positions atom by atom: make each MM molecule whole around its first atom
-            positions[n_qm:] = whole_molecules(positions[n_qm:], self.mm_molecules, box)
+            anchors = getattr(self, "_mm_anchors", None)
+            if anchors is None:  # not pickled: rebuilt after loading
+                anchors = self._mm_anchors = molecule_anchors(self.mm_molecules)
+            positions[n_qm:] = whole_molecules(positions[n_qm:], anchors, box)
         region = positions[:n_qm]
         mm = positions[n_qm:]
         index, imaged, weights = self.environment(region, mm, box)

@@ -148,8 +148,12 @@ def test_forces_match_finite_differences(mixed, cluster):
         assert error < tolerance, (atom, forces[atom], numeric)
 
 
-def test_xtb_mm_langevin_md(mixed, cluster):
-    _, _, positions, _ = cluster
+def test_xtb_mm_langevin_md(cluster):
+    """20 steps of xTB/MM Langevin MD (default xtb accuracy: MD needs no finite-difference precision)."""
+    topology, system, positions, qm = cluster
+    mixed = MLPotential("xtb", embeddingCutoff=CUTOFF_NM, switchWidth=SWITCH_NM).createMixedSystem(
+        topology, system, qm, embedding="electrostatic", forceGroup=QM_GROUP
+    )
     integrator = openmm.LangevinMiddleIntegrator(300 * u.kelvin, 1.0 / u.picosecond, 0.5 * u.femtosecond)
     ctx = openmm.Context(mixed, integrator, openmm.Platform.getPlatformByName("Reference"))
     ctx.setPositions(positions)
