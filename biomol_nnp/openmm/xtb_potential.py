@@ -20,7 +20,11 @@ weight ``w(d_min)`` and ``dE/dw_mol = sum_B q_B dE/dq'_B`` over the molecule's a
 return ``dE/dq'_B``; it is **approximated** by the electrostatic potential of the QM Mulliken charges
 at ``r_B`` with the damped Coulomb kernel ``erf(r/a)/r`` (``a`` = ``SWITCH_ESP_DAMPING_NM``). This
 neglects the higher multipoles of the QM density, so energy is not exactly conserved while a
-molecule crosses the shell; molecules fully inside (w = 1) or outside have exact forces.
+molecule crosses the shell; molecules fully inside (w = 1) or outside have exact forces. Measured on
+the dipeptide with six waters (tests/physics/test_openmm_xtb.py): 6 kJ/mol/nm error out of ~950 on an
+atom of the water with the smallest weight; < 0.05 kJ/mol/nm on region atoms and fully included waters.
+Under periodic boundaries the region and each MM molecule are made whole first (OpenMM may wrap
+positions atom by atom), so the energy does not change when molecules are split across the box.
 """
 
 from __future__ import annotations
