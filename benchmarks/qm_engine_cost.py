@@ -3,8 +3,9 @@
 Regions: 6 atoms (water dimer), 22 atoms (alanine dipeptide, systems/alanine_dipeptide/vacuum.pdb),
 60 atoms (20-water cluster carved from the solvated box); with 0 and 2,000 point charges (random
 positions 1.0-2.5 nm from the region centre, +-0.4 e, net zero). One thread per calculation.
-DFT (B3LYP-D3BJ/def2-SVP, RI) runs for the 6- and 22-atom regions (one calculation each, no warm-up);
-60 atoms would take far longer on this 2-core host. tblite takes no point charges. The MM engine runs
+DFT (B3LYP-D3BJ/def2-SVP, RI) runs here for the 6- and 22-atom regions (one calculation each, no
+warm-up); the 60-atom rows (about 15 minutes each on this 2-core host) were measured once separately
+with the same functions and merged into the JSON. tblite takes no point charges. The MM engine runs
 on the dipeptide's ff14SB System.
 Writes benchmarks/results/qm_engine_cost.json.
 
