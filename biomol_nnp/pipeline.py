@@ -102,6 +102,7 @@ def train_and_export(
         settings.labels.method,
         store.content_hash(),
         embedding_switch_width_nm=settings.model.embedding_switch_width_nm,
+        training_total_charges=sorted({int(round(sample.total_charge)) for sample in samples}),
         architecture="ani",
         dtype="float64",
         settings=settings.model.model_dump(mode="json"),

@@ -152,6 +152,20 @@ def check_elements(metadata: dict[str, Any], atomic_numbers: list[int], where: s
         )
 
 
+def check_total_charge(metadata: dict[str, Any], total_charge: float, where: str = "the ML region") -> None:
+    """Refuse a region whose total charge the model never saw in training (when the file records them)."""
+    trained = metadata.get("training_total_charges")
+    if trained is None:
+        return
+    charge = int(round(float(total_charge)))
+    if charge not in [int(q) for q in trained]:
+        raise ModelFileError(
+            f"{where} has total charge {charge} e but the model was trained only on regions with total charge "
+            f"{sorted(int(q) for q in trained)} e; label configurations with that charge and retrain, or pass "
+            "totalCharge= if the region's charge was guessed wrongly"
+        )
+
+
 def file_hash(path: str | os.PathLike) -> str:
     """SHA-256 of a file's bytes, used as the training-data hash."""
     digest = hashlib.sha256()

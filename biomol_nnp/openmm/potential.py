@@ -24,7 +24,7 @@ import openmm.app
 from openmmml.mlpotential import MLPotentialImpl, MLPotentialImplFactory
 
 from biomol_nnp.exceptions import InputError, ModelFileError
-from biomol_nnp.models.export import check_elements, load_model
+from biomol_nnp.models.export import check_elements, check_total_charge, load_model
 from biomol_nnp.openmm.backend import create_force
 
 logger = logging.getLogger(__name__)
@@ -132,6 +132,7 @@ class BiomolNNPPotentialImpl(MLPotentialImpl):
 
         Each MM atom's residue is its charge group for the molecule-based embedding cutoff.
         """
+        check_total_charge(self.metadata, total_charge)
         residue_of = {atom.index: atom.residue.index for atom in topology.atoms()}
         return create_force(
             self.model_path,

@@ -33,6 +33,7 @@ def test_summary_reports_every_stage(demo_dir):
 def test_outputs_exist_and_load(demo_dir):
     module, metadata = load_model(demo_dir / "model" / "model.pt")
     assert metadata["qm_method"] == "GFN2-xTB"
+    assert metadata["training_total_charges"] == [0]
     assert metadata["ensemble_size"] == 3
     assert isinstance(module, torch.jit.ScriptModule)
     for relative in ("labels.h5", "model/parity.png", "model/learning_curve.png", "model/metrics.json",
