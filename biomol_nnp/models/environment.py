@@ -14,7 +14,7 @@ their minimum image next to the region, exactly as the labelled point charges we
 >>> import torch
 >>> region = torch.zeros(1, 3, dtype=torch.float64)
 >>> water = torch.tensor([[0.5, 0.0, 0.0], [0.55, 0.08, 0.0], [0.55, -0.08, 0.0]], dtype=torch.float64)
->>> positions, charges = embedding_environment(region, water, torch.tensor([-0.8, 0.4, 0.4],
+>>> positions, charges, kept = embedding_environment(region, water, torch.tensor([-0.8, 0.4, 0.4],
 ...     dtype=torch.float64), torch.tensor([0, 0, 0]), None, cutoff=1.0, switch_width=0.1)
 >>> charges.tolist()
 [-0.8, 0.4, 0.4]
@@ -39,8 +39,8 @@ def embedding_environment(
     box: torch.Tensor | None,
     cutoff: float,
     switch_width: float,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Imaged positions [M', 3] nm and switched charges [M'] e of the molecules within the cutoff.
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Imaged positions [M', 3] nm, switched charges [M'] e and candidate indices [M'] of the kept atoms.
 
     Parameters
     ----------
@@ -85,4 +85,4 @@ def embedding_environment(
         shell_min = torch.full((molecules,), float("inf"), dtype=shell_atom_min.dtype)
         shell_min = shell_min.scatter_reduce(0, shell_molecules, shell_atom_min, reduce="amin", include_self=True)
         weights = weights.index_put((shell,), molecule_switch(shell_min[shell_molecules], cutoff, switch_width))
-    return imaged, mm_charges.index_select(0, keep) * weights
+    return imaged, mm_charges.index_select(0, keep) * weights, keep

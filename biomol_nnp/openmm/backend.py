@@ -28,6 +28,7 @@ import torch
 
 from biomol_nnp.exceptions import InputError, SimulationError
 from biomol_nnp.models.environment import embedding_environment
+from biomol_nnp.qm.sampling import minimum_image
 
 logger = logging.getLogger(__name__)
 
@@ -183,14 +184,7 @@ class ModelForceCallback:
         positions = np.asarray(positions_nm, dtype=np.float64)
         if box_nm is not None:
             box_nm = np.asarray(box_nm, dtype=np.float64)
-            positions = positions.copy()
-            ml = positions[:n_ml]
-            positions[:n_ml] = ml[0] + _minimum_image(ml - ml[0], box_nm)
-            if self.mm_atoms:  # OpenMM may wrap atom by atom: make each MM molecule whole
-                anchors = getattr(self, "_mm_anchors", None)
-                if anchors is None:  # not pickled: rebuilt after loading
-                    anchors = self._mm_anchors = molecule_anchors(self.mm_molecules)
-                positions[n_ml:] = whole_molecules(positions[n_ml:], anchors, box_nm)
+            positions = unwrap_periodic(positions, n_ml, self._anchors(), box_nm)
             box = torch.from_numpy(box_nm)
         else:
             box = self._tensors["no_box"]
@@ -199,7 +193,7 @@ class ModelForceCallback:
             torch.set_num_threads(self.torch_threads)
         try:
             all_positions = torch.from_numpy(positions).requires_grad_(True)
-            mm_positions, mm_charges = self._environment(all_positions[:n_ml], all_positions[n_ml:], box)
+            mm_positions, mm_charges, _ = self._environment(all_positions[:n_ml], all_positions[n_ml:], box)
             energy = self._module(
                 all_positions[:n_ml],
                 self._tensors["atomic_numbers"],
@@ -223,10 +217,10 @@ class ModelForceCallback:
 
     def _environment(
         self, region: torch.Tensor, mm_positions: torch.Tensor, box: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Whole MM molecules within the embedding cutoff, imaged next to the region, charges switched."""
         if not self.mm_atoms:
-            return mm_positions.reshape(0, 3), self._tensors["mm_charges"]
+            return mm_positions.reshape(0, 3), self._tensors["mm_charges"], torch.zeros(0, dtype=torch.long)
         return embedding_environment(
             region,
             mm_positions,
@@ -237,18 +231,17 @@ class ModelForceCallback:
             self.switch_width_nm,
         )
 
+    def _anchors(self) -> np.ndarray:
+        """Anchor atom of each MM atom's molecule, cached (not pickled: rebuilt after loading)."""
+        if self._mm_anchors is None:
+            self._mm_anchors = molecule_anchors(self.mm_molecules)
+        return self._mm_anchors
+
     def __call__(self, state: openmm.State) -> tuple[float, np.ndarray]:
         """PythonForce entry point: read positions (nm) and box from ``state``, return energy and forces."""
         positions = state.getPositions(asNumpy=True).value_in_unit(u.nanometer)
         box = state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(u.nanometer) if self.periodic else None
         return self.compute(positions, box)
-
-
-def _minimum_image(delta: np.ndarray, box: np.ndarray) -> np.ndarray:
-    """Minimum-image displacements ``[K,3]`` nm in an OpenMM reduced triclinic ``box`` ``[3,3]`` nm."""
-    delta = delta - np.outer(np.round(delta[:, 2] / box[2, 2]), box[2])
-    delta = delta - np.outer(np.round(delta[:, 1] / box[1, 1]), box[1])
-    return delta - np.outer(np.round(delta[:, 0] / box[0, 0]), box[0])
 
 
 def molecule_anchors(molecules: Sequence[int]) -> np.ndarray:
@@ -266,7 +259,18 @@ def whole_molecules(positions: np.ndarray, anchors: np.ndarray, box: np.ndarray)
     :func:`biomol_nnp.models.environment.embedding_environment` would image a split molecule wrongly.
     """
     anchor = positions[anchors]
-    return anchor + _minimum_image(positions - anchor, box)
+    return anchor + minimum_image(positions - anchor, box)
+
+
+def unwrap_periodic(positions: np.ndarray, n_region: int, anchors: np.ndarray, box: np.ndarray) -> np.ndarray:
+    """A copy of ``positions`` [n_region + M, 3] nm with the region whole (minimum image relative to its first
+    atom) and each of the M MM molecules whole (:func:`whole_molecules`); every shift is a lattice vector."""
+    out = np.array(positions, dtype=np.float64, copy=True)
+    region = out[:n_region]
+    out[:n_region] = region[0] + minimum_image(region - region[0], box)
+    if len(out) > n_region:
+        out[n_region:] = whole_molecules(out[n_region:], anchors, box)
+    return out
 
 
 def make_force(callback: ModelForceCallback, force_group: int = 0, name: str = "BiomolNNP") -> openmm.PythonForce:

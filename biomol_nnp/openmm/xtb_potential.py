@@ -43,7 +43,7 @@ from openmmml.mlpotential import MLPotentialImpl, MLPotentialImplFactory
 from biomol_nnp.config import LabelSettings
 from biomol_nnp.exceptions import InputError, SimulationError
 from biomol_nnp.models.environment import embedding_environment
-from biomol_nnp.openmm.backend import _minimum_image, molecule_anchors, whole_molecules
+from biomol_nnp.openmm.backend import molecule_anchors, unwrap_periodic
 from biomol_nnp.units import ELECTROSTATIC_CONSTANT
 
 logger = logging.getLogger(__name__)
@@ -161,41 +161,33 @@ class XTBForceCallback:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
 
+    def _anchors(self) -> np.ndarray:
+        """Anchor atom of each MM atom's molecule, cached (not pickled: rebuilt after loading)."""
+        if self._mm_anchors is None:
+            self._mm_anchors = molecule_anchors(self.mm_molecules)
+        return self._mm_anchors
+
     def environment(
         self, region: np.ndarray, mm_positions: np.ndarray, box: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Selected MM atoms: candidate index ``[K]``, imaged positions ``[K,3]`` nm and switch weights ``[K]``.
 
         Uses :func:`biomol_nnp.models.environment.embedding_environment` (the NNP's selection, in its
-        order): once with unit charges (the weights) and once with charges ``index + 1`` (which atoms were
-        kept). An atom of a molecule whose weight is exactly zero gets index -1 (it adds nothing).
+        order) with unit charges, so the switched charges are the weights.
         """
         if not self.mm_atoms:
             return np.zeros(0, dtype=np.int64), np.zeros((0, 3)), np.zeros(0)
-        count = len(self.mm_atoms)
-        common = (torch.tensor(self.mm_molecules, dtype=torch.int64), None if box is None else torch.from_numpy(box))
         with torch.no_grad():
-            imaged, weights = embedding_environment(
+            imaged, weights, kept = embedding_environment(
                 torch.from_numpy(region),
                 torch.from_numpy(mm_positions),
-                torch.ones(count, dtype=torch.float64),
-                *common,
+                torch.ones(len(self.mm_atoms), dtype=torch.float64),
+                torch.tensor(self.mm_molecules, dtype=torch.int64),
+                None if box is None else torch.from_numpy(box),
                 self.cutoff_nm,
                 self.switch_width_nm,
             )
-            _, labels = embedding_environment(
-                torch.from_numpy(region),
-                torch.from_numpy(mm_positions),
-                torch.arange(1, count + 1, dtype=torch.float64),
-                *common,
-                self.cutoff_nm,
-                self.switch_width_nm,
-            )
-        w = weights.numpy()
-        index = np.full(len(w), -1, dtype=np.int64)
-        positive = w > 0.0
-        index[positive] = np.rint(labels.numpy()[positive] / w[positive]).astype(np.int64) - 1
-        return index, imaged.numpy(), w
+        return kept.numpy(), imaged.numpy(), weights.numpy()
 
     def compute(self, positions_nm: np.ndarray, box_nm: np.ndarray | None) -> tuple[float, np.ndarray]:
         """Energy (kJ/mol) and forces ``[N+M,3]`` (kJ/mol/nm) for the particles of :meth:`particles`."""
@@ -205,19 +197,12 @@ class XTBForceCallback:
         positions = np.array(positions_nm, dtype=np.float64)
         box = None if box_nm is None else np.asarray(box_nm, dtype=np.float64)
         if box is not None:
-            qm = positions[:n_qm]
-            positions[:n_qm] = qm[0] + _minimum_image(qm - qm[0], box)
-        if box is not None and self.mm_atoms:
-            # OpenMM may wrap positions atom by atom: make each MM molecule whole around its first atom
-            anchors = getattr(self, "_mm_anchors", None)
-            if anchors is None:  # not pickled: rebuilt after loading
-                anchors = self._mm_anchors = molecule_anchors(self.mm_molecules)
-            positions[n_qm:] = whole_molecules(positions[n_qm:], anchors, box)
+            positions = unwrap_periodic(positions, n_qm, self._anchors(), box)
         region = positions[:n_qm]
         mm = positions[n_qm:]
-        index, imaged, weights = self.environment(region, mm, box)
-        used = index >= 0
-        kept = index[used]
+        kept, imaged, weights = self.environment(region, mm, box)
+        used = weights > 0.0  # molecules exactly at the cutoff add nothing
+        kept = kept[used]
         engine = XTBEngine(LabelSettings.model_validate(self.settings))
         result = engine.compute(
             np.asarray(self.atomic_numbers),
@@ -261,7 +246,7 @@ class XTBForceCallback:
             potential = ELECTROSTATIC_CONSTANT * kernel @ torch.from_numpy(np.asarray(qm_charges, dtype=np.float64))
         region_t = torch.from_numpy(region.copy()).requires_grad_(True)
         mm_t = torch.from_numpy(mm.copy()).requires_grad_(True)
-        _, switched = embedding_environment(
+        _, switched, _ = embedding_environment(
             region_t,
             mm_t,
             torch.tensor(self.mm_charges, dtype=torch.float64),

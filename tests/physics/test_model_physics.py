@@ -138,7 +138,7 @@ def test_zero_mm_charges_give_vacuum_energy(model, geometry):
 def environment_energy(model, positions, water, box=None):
     """Model energy with a TIP3P water as the MM environment, selected and switched by molecule."""
     charges = torch.tensor([-0.834, 0.417, 0.417], dtype=torch.float64)
-    mm_positions, mm_charges = embedding_environment(
+    mm_positions, mm_charges, _ = embedding_environment(
         positions, water, charges, torch.zeros(3, dtype=torch.long), box, cutoff=1.0, switch_width=0.1
     )
     assert float(mm_charges.sum()) == pytest.approx(0.0, abs=1e-12)  # a switched molecule stays neutral
