@@ -14,8 +14,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from biomol_nnp.config import PipelineSettings
 from biomol_nnp.io import write_json_atomic
 
@@ -261,7 +259,3 @@ def report_outputs(summary: dict[str, Any], output_dir: Path) -> None:
     logger.info("force fields:  %s, %s", summary["refit"]["frcmod"], summary["refit"]["ffxml"])
     logger.info("summary:       %s", output_dir / "summary.json")
 
-
-def numpy_float(value: Any) -> float:
-    """A plain float from a numpy scalar (for JSON)."""
-    return float(np.asarray(value))

@@ -91,11 +91,7 @@ class LossFunction:
         self_energies: np.ndarray,
         elements: Sequence[int],
     ) -> None:
-        index = {z: i for i, z in enumerate(sorted(elements))}
-        residual = [
-            (s.energy - sum(self_energies[index[int(z)]] for z in s.atomic_numbers)) / len(s.atomic_numbers)
-            for s in samples
-        ]
+        residual = residual_energies_per_atom(samples, self_energies, elements)
         forces = np.concatenate([s.forces.ravel() for s in samples])
         charges = np.concatenate([s.charges for s in samples])
         embedding = np.array([s.embedding_energy for s in samples if not np.isnan(s.embedding_energy)])
@@ -163,6 +159,19 @@ def evaluate(
     }
 
 
+def residual_energies_per_atom(
+    samples: Sequence[TrainingSample], self_energies: np.ndarray, elements: Sequence[int]
+) -> np.ndarray:
+    """(E - sum of element reference energies) / N for each sample [S], kJ/mol per atom."""
+    index = {z: i for i, z in enumerate(sorted(elements))}
+    return np.array(
+        [
+            (s.energy - sum(self_energies[index[int(z)]] for z in s.atomic_numbers)) / len(s.atomic_numbers)
+            for s in samples
+        ]
+    )
+
+
 def initialise(
     samples: Sequence[TrainingSample], model_settings: ModelSettings, settings: TrainSettings
 ) -> tuple[NNPEnsemble, np.ndarray]:
@@ -171,11 +180,7 @@ def initialise(
     model = build_ensemble(model_settings, settings.ensemble_size)
     self_energies = fit_self_energies(samples, model_settings.elements)
     model.self_energies.copy_(torch.from_numpy(self_energies))
-    index = {z: i for i, z in enumerate(sorted(model_settings.elements))}
-    residual = [
-        (s.energy - sum(self_energies[index[int(z)]] for z in s.atomic_numbers)) / len(s.atomic_numbers)
-        for s in samples
-    ]
+    residual = residual_energies_per_atom(samples, self_energies, model_settings.elements)
     model.energy_scale.fill_(max(float(np.std(residual)), 1.0))
     standardise_features(model, samples)
     set_repulsion_onsets(model, samples, model_settings.elements)
