@@ -310,3 +310,140 @@ class PrepareSettings(Settings):
         "(e.g. 'protein and resid 45-50'); None writes no region.json.",
     )
     whole_residues: bool = Field(True, description="Extend the selected atoms to whole residues.")
+
+
+class SamplingSystemSettings(Settings):
+    """The System an enhanced-sampling run simulates: pure MM, NNP/MM, or a refitted force field.
+
+    >>> SamplingSystemSettings(kind="refit", refit_xml=[Path("refit/refit.xml")]).kind
+    'refit'
+    """
+
+    kind: Literal["mm", "nnp", "refit"] = Field(
+        "mm",
+        description="'mm' (force-field XMLs or a serialized System), 'nnp' (MM System + deployed model on the "
+        "region, openmm-ml 'biomol-nnp'), 'refit' (refitted ffxml of `biomol-nnp refit` loaded before the base XMLs).",
+    )
+    pdb: Path = Field(
+        SYSTEMS_DIR / "alanine_dipeptide" / "vacuum.pdb",
+        description="Structure (topology and starting positions); a CRYST1 box means PME, none means no cutoff.",
+    )
+    forcefield: list[str] = Field(
+        ["amber14-all.xml", "amber14/tip3p.xml"], description="Base OpenMM force-field XML files."
+    )
+    system_xml: Path | None = Field(
+        None, description="Serialized OpenMM System (system.xml of `biomol-nnp prepare`) used instead of `forcefield`."
+    )
+    refit_xml: list[Path] = Field(
+        [], description="Refitted ffxml files (kind 'refit'), loaded ahead of `forcefield` so their terms win."
+    )
+    model_path: Path | None = Field(None, description="Deployed model.pt (kind 'nnp').")
+    region_residues: list[str] = Field(
+        ["ACE", "ALA", "NME"], description="Residue names of the ML region (kind 'nnp', without region_selection)."
+    )
+    region_selection: str | None = Field(
+        None, description="MDAnalysis selection of the ML region on `pdb` (overrides region_residues)."
+    )
+    embedding: Literal["electrostatic", "mechanical"] = Field(
+        "electrostatic", description="How the ML region couples to the MM charges (kind 'nnp')."
+    )
+    torch_threads: int = Field(1, ge=1, description="torch threads inside the NNP force callback.")
+    nonbonded_cutoff_nm: float = Field(0.9, gt=0, description="PME direct-space cutoff of periodic systems, nm.")
+    constraints: Literal["none", "HBonds"] = Field("HBonds", description="Bond constraints of force-field systems.")
+
+
+class CVSettings(Settings):
+    """A collective variable: a torsion (rad, periodic) or a distance (nm) between atoms.
+
+    Atoms come from 0-based ``atoms`` or from MDAnalysis ``selections`` (one atom each) on the system's PDB.
+
+    >>> CVSettings(name="phi", kind="torsion", atoms=[4, 6, 8, 14]).periodic
+    True
+    """
+
+    name: str = Field("cv", description="Name used in files and plots.")
+    kind: Literal["torsion", "distance"] = Field("torsion", description="'torsion' (rad) or 'distance' (nm).")
+    atoms: list[int] | None = Field(None, description="0-based atom indices: 4 for a torsion, 2 for a distance.")
+    selections: list[str] | None = Field(
+        None, description="MDAnalysis selections, each selecting exactly one atom (instead of `atoms`)."
+    )
+    min_value: float | None = Field(
+        None, description="Lower end of the CV range (grid, windows), rad or nm; torsion default -pi."
+    )
+    max_value: float | None = Field(
+        None, description="Upper end of the CV range, rad or nm; torsion default pi; required for distances."
+    )
+    width: float = Field(0.3, gt=0, description="Metadynamics Gaussian width (standard deviation), rad or nm.")
+    grid_points: int | None = Field(
+        None, ge=2, description="Bias grid points over [min_value, max_value] (default: 5 per width)."
+    )
+
+    @property
+    def periodic(self) -> bool:
+        """Torsions are periodic on [-pi, pi)."""
+        return self.kind == "torsion"
+
+
+class _SamplingRunSettings(Settings):
+    """Integrator and run controls shared by metadynamics and umbrella sampling."""
+
+    system: SamplingSystemSettings = Field(
+        default_factory=SamplingSystemSettings, description="The System to simulate."
+    )
+    temperature_k: float = Field(300.0, gt=0, description="Thermostat temperature, K.")
+    timestep_fs: float = Field(2.0, gt=0, description="Langevin time step, fs.")
+    friction_per_ps: float = Field(1.0, gt=0, description="Langevin friction, 1/ps.")
+    seed: int = Field(1, description="Seed of velocities and the integrator (walker/window k adds k).")
+    platform: Literal["CPU", "Reference"] = Field("CPU", description="OpenMM platform.")
+    threads: int = Field(1, ge=1, description="CPU platform threads per simulation.")
+    minimize_iterations: int = Field(100, ge=0, description="Energy-minimiser iterations before MD.")
+    workers: int = Field(0, ge=0, description="Dask LocalCluster worker processes (0: run in this process).")
+    scheduler_address: str | None = Field(None, description="Running Dask scheduler address; overrides `workers`.")
+
+
+class MetadynamicsSettings(_SamplingRunSettings):
+    """Well-tempered metadynamics (openmm.app.Metadynamics), optionally with walkers sharing the bias.
+
+    >>> MetadynamicsSettings(cvs=[CVSettings(name="phi", atoms=[4, 6, 8, 14])], steps=1000).walkers
+    1
+    """
+
+    cvs: list[CVSettings] = Field(
+        default_factory=lambda: [
+            CVSettings(name="phi", kind="torsion", atoms=[4, 6, 8, 14], width=0.35),
+            CVSettings(name="psi", kind="torsion", atoms=[6, 8, 14, 16], width=0.35),
+        ],
+        min_length=1,
+        max_length=3,
+        description="1 to 3 collective variables (all torsions or all distances); default alanine dipeptide phi/psi.",
+    )
+    steps: int = Field(50000, ge=1, description="MD steps per walker.")
+    bias_factor: float = Field(6.0, gt=1, description="Well-tempered bias factor gamma (CV temperature T*gamma).")
+    height_kj_mol: float = Field(1.2, gt=0, description="Initial Gaussian height, kJ/mol.")
+    frequency: int = Field(500, ge=1, description="Steps between Gaussians.")
+    save_frequency: int = Field(
+        5000, ge=1, description="Steps between bias/state checkpoints (a multiple of `frequency`)."
+    )
+    walkers: int = Field(1, ge=1, description="Walkers sharing one bias through the bias folder (Dask tasks).")
+    report_interval: int = Field(100, ge=1, description="Steps between recorded CV values.")
+    fes_bins: int = Field(72, ge=4, description="Bins per CV of the reweighted free-energy surface.")
+
+
+class UmbrellaSettings(_SamplingRunSettings):
+    """Umbrella sampling along one CV with harmonic restraints, analysed with MBAR (pymbar 4).
+
+    >>> UmbrellaSettings(windows=12).window_centers()[:2]  # doctest: +SKIP
+    """
+
+    cv: CVSettings = Field(
+        default_factory=lambda: CVSettings(name="phi", kind="torsion", atoms=[4, 6, 8, 14]),
+        description="The CV; windows span [min_value, max_value] (a torsion: the whole circle).",
+    )
+    windows: int = Field(24, ge=2, description="Number of umbrella windows (evenly spaced centres).")
+    force_constant: float = Field(
+        200.0, gt=0, description="Harmonic restraint constant, kJ/mol/rad^2 (torsion) or kJ/mol/nm^2 (distance)."
+    )
+    equilibration_steps: int = Field(2000, ge=0, description="Steps per window before sampling.")
+    steps: int = Field(20000, ge=1, description="Sampling steps per window.")
+    sample_interval: int = Field(50, ge=1, description="Steps between recorded CV values.")
+    bins: int = Field(36, ge=2, description="Bins of the MBAR free-energy profile.")

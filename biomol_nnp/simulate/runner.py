@@ -140,10 +140,22 @@ def build_mixed_system(
     positions : openmm.unit.Quantity
         Positions, nm.
     """
-    from openmmml import MLPotential
-
     topology, mm_system, positions = build_mm_system(system_settings)
     ml_atoms = region_atoms(topology, system_settings.region_residues)
+    mixed = create_mixed_system(topology, mm_system, ml_atoms, simulation)
+    return topology, mm_system, mixed, ml_atoms, positions
+
+
+def create_mixed_system(
+    topology: app.Topology, mm_system: openmm.System, ml_atoms: list[int], simulation: SimulationSettings
+) -> openmm.System:
+    """NNP/MM System from an MM System: ``MLPotential('biomol-nnp', modelPath=...).createMixedSystem(...)``.
+
+    Uses ``simulation.model_path``, ``simulation.embedding`` and ``simulation.torch_threads``; any MM System
+    works (PME or no cutoff, from force-field XMLs or a serialized System).
+    """
+    from openmmml import MLPotential
+
     potential = MLPotential(
         "biomol-nnp", modelPath=str(simulation.model_path), torchThreads=simulation.torch_threads
     )
@@ -157,7 +169,7 @@ def build_mixed_system(
         len(ml_atoms),
         simulation.embedding,
     )
-    return topology, mm_system, mixed, ml_atoms, positions
+    return mixed
 
 
 def _platform(name: str, threads: int) -> tuple[openmm.Platform, dict[str, str]]:
