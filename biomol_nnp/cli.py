@@ -82,7 +82,13 @@ def command_train(args: argparse.Namespace) -> None:
     from biomol_nnp.pipeline import train_and_export
 
     settings = load_settings(args.config)
-    train_and_export(settings, Path(args.labels), Path(args.output), progress=not args.no_progress)
+    if args.workers is not None:
+        settings.train.workers = args.workers
+    if args.scheduler:
+        settings.train.scheduler_address = args.scheduler
+    train_and_export(
+        settings, Path(args.labels), Path(args.output), progress=not args.no_progress, resume=args.resume
+    )
 
 
 def command_run(args: argparse.Namespace) -> None:
@@ -185,6 +191,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("labels", help="HDF5 labels file")
     p.add_argument("-c", "--config", help="settings YAML")
     p.add_argument("-o", "--output", default="model_output", help="folder for model.pt, metrics and plots")
+    p.add_argument(
+        "--resume", action="store_true", help="continue from the checkpoints in OUTPUT/checkpoints (same settings)"
+    )
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=int, help="Dask LocalCluster processes training members (1: in process)")
+    where.add_argument("--scheduler", help="address of a running Dask scheduler, e.g. tcp://host:8786")
     p.set_defaults(func=command_train)
 
     p = sub.add_parser("run", help="NNP/MM molecular dynamics with a deployed model")

@@ -215,6 +215,38 @@ class TrainSettings(Settings):
     dtype: Literal["float32", "float64"] = Field(
         "float32", description="Floating-point type used in training; the deployed model is always float64."
     )
+    early_stopping_fraction: float = Field(
+        0.1,
+        gt=0,
+        lt=0.5,
+        description="Fraction of the training frames (random, seeded) set aside as the validation set that drives "
+        "early stopping, the plateau schedule and the choice of the best epoch (the test set is never used).",
+    )
+    early_stopping_patience: int = Field(
+        0, ge=0, description="Stop a member after this many epochs without a better validation loss (0: never)."
+    )
+    lr_schedule: Literal["cosine", "plateau"] = Field(
+        "cosine",
+        description="'cosine' (anneal to learning_rate/20 over the epochs) or 'plateau' (multiply by "
+        "plateau_factor after plateau_patience epochs without a better validation loss).",
+    )
+    plateau_patience: int = Field(10, ge=1, description="Epochs without improvement before the plateau schedule acts.")
+    plateau_factor: float = Field(0.5, gt=0, lt=1, description="Learning-rate factor of the plateau schedule.")
+    checkpoint_interval: int = Field(
+        10, ge=1, description="Epochs between training checkpoints (a finished member is always checkpointed)."
+    )
+    max_force_kj_per_mol_nm: float = Field(
+        2.0e4,
+        gt=0,
+        description="Largest force component accepted in the labels, kJ/mol/nm (2e4 = 478 kcal/mol/A); a larger one "
+        "is treated as a broken label and refused before training.",
+    )
+    workers: int = Field(
+        1, ge=1, description="Dask LocalCluster worker processes training members (1: in this process, no Dask)."
+    )
+    scheduler_address: str | None = Field(
+        None, description="Address of a running Dask scheduler (e.g. tcp://host:8786); overrides `workers`."
+    )
 
 
 class SimulationSettings(Settings):

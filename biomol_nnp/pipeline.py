@@ -72,9 +72,12 @@ def sample_and_label(settings: PipelineSettings, labels_path: Path, progress: bo
 
 
 def train_and_export(
-    settings: PipelineSettings, labels_path: Path, output_dir: Path, progress: bool = False
+    settings: PipelineSettings, labels_path: Path, output_dir: Path, progress: bool = False, resume: bool = False
 ) -> dict[str, Any]:
-    """Train the ensemble on the labels, export ``model.pt``, write metrics and plots."""
+    """Train the ensemble on the labels, export ``model.pt``, write metrics and plots.
+
+    Members are checkpointed in ``output_dir/checkpoints``; ``resume`` continues from there.
+    """
     from biomol_nnp.models.export import build_metadata, save_model
     from biomol_nnp.qm.labels import LabelStore
     from biomol_nnp.train.data import samples_from_store
@@ -84,14 +87,23 @@ def train_and_export(
     output_dir.mkdir(parents=True, exist_ok=True)
     store = LabelStore(labels_path)
     samples = samples_from_store(store)
-    bar = progress_bar(progress, settings.train.epochs, "training")
+    bar = progress_bar(progress, settings.train.epochs * settings.train.ensemble_size, "training")
 
-    def update(epoch: int, epochs: int, loss: float) -> None:
-        bar.update(1)
+    def update(done: int, total: int, loss: float) -> None:
+        bar.update(done - bar.n)
         bar.set_postfix(loss=f"{loss:.3g}")
 
-    result = train_ensemble(samples, settings.model, settings.train, progress=update)
-    bar.close()
+    try:
+        result = train_ensemble(
+            samples,
+            settings.model,
+            settings.train,
+            progress=update,
+            checkpoint_dir=output_dir / "checkpoints",
+            resume=resume,
+        )
+    finally:
+        bar.close()
     metadata = build_metadata(
         settings.model.elements,
         settings.model.radial_cutoff_nm,
@@ -107,8 +119,9 @@ def train_and_export(
     )
     model_path = save_model(result.model, output_dir / "model.pt", metadata)
     write_json_atomic(output_dir / "metrics.json", result.metrics)
+    write_json_atomic(output_dir / "history.json", {"members": result.histories})
     write_parity_plot(result, output_dir / "parity.png")
-    learning_curve(output_dir / "learning_curve.png", result.history)
+    learning_curve(output_dir / "learning_curve.png", result.histories)
     return {"model": str(model_path), "metrics": result.metrics}
 
 

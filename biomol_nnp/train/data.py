@@ -37,6 +37,11 @@ class TrainingSample:
     embedding_energy: float
     trajectory_id: int
     source: str
+    frame: int = -1
+
+    def describe(self, index: int) -> str:
+        """How error messages name this sample: its position in the dataset and its provenance."""
+        return f"record {index} (source {self.source!r}, trajectory {self.trajectory_id}, frame {self.frame})"
 
 
 @dataclass
@@ -121,6 +126,21 @@ def split_by_trajectory(
     return train, test
 
 
+def split_validation(
+    samples: Sequence[TrainingSample], fraction: float, seed: int = 0
+) -> tuple[list[TrainingSample], list[TrainingSample]]:
+    """Random frames (at least one) set aside from the training set for early stopping: (train, validation)."""
+    if len(samples) < 2:
+        raise InputError(
+            f"the training split holds {len(samples)} configuration(s); at least 2 are needed (one to train on, "
+            "one to validate); label more frames or lower validation_fraction"
+        )
+    count = min(len(samples) - 1, max(1, round(fraction * len(samples))))
+    chosen = set(np.random.default_rng(seed).choice(len(samples), size=count, replace=False).tolist())
+    train = [s for i, s in enumerate(samples) if i not in chosen]
+    return train, [s for i, s in enumerate(samples) if i in chosen]
+
+
 def fit_self_energies(samples: Sequence[TrainingSample], elements: Sequence[int]) -> np.ndarray:
     """Per-element reference energies (kJ/mol) by least squares of vacuum energies on element counts."""
     index = {z: i for i, z in enumerate(sorted(elements))}
@@ -155,6 +175,7 @@ def samples_from_store(store: LabelStore) -> list[TrainingSample]:
                 embedding_energy=float(record.embedding_energy) if record.has_point_charges else float("nan"),
                 trajectory_id=int(record.trajectory_id),
                 source=str(record.source),
+                frame=int(record.frame),
             )
         )
     if not samples:

@@ -34,15 +34,21 @@ def parity_plot(path: str | os.PathLike, panels: Sequence[tuple[str, np.ndarray,
     return Path(path)
 
 
-def learning_curve(path: str | os.PathLike, history: Sequence[dict[str, float]]) -> Path:
-    """Training and held-out loss per epoch on a log scale."""
-    figure, axis = plt.subplots(figsize=(5, 3.6))
-    epochs = [h["epoch"] for h in history]
-    axis.semilogy(epochs, [h["train_loss"] for h in history], label="train")
-    axis.semilogy(epochs, [h["test_loss"] for h in history], label="held out")
-    axis.set_xlabel("epoch")
+def learning_curve(path: str | os.PathLike, histories: Sequence[Sequence[dict[str, float]]]) -> Path:
+    """Training (solid) and validation (dashed) loss per epoch of each member, log scale, learning rate below."""
+    figure, (axis, rate) = plt.subplots(
+        2, 1, figsize=(5.5, 5.0), sharex=True, gridspec_kw={"height_ratios": [3, 1]}, squeeze=True
+    )
+    for member, history in enumerate(histories):
+        epochs = [h["epoch"] for h in history]
+        color = f"C{member % 10}"
+        axis.semilogy(epochs, [h["train_loss"] for h in history], color=color, label=f"member {member} train")
+        axis.semilogy(epochs, [h["validation_loss"] for h in history], color=color, ls="--", label="validation")
+        rate.semilogy(epochs, [h["learning_rate"] for h in history], color=color)
     axis.set_ylabel("normalised loss")
-    axis.legend()
+    axis.legend(fontsize=7, ncol=2)
+    rate.set_xlabel("epoch")
+    rate.set_ylabel("learning rate")
     figure.tight_layout()
     with atomic_path(path) as tmp:
         figure.savefig(tmp, dpi=110, format="png")

@@ -1,9 +1,10 @@
 """Training of an NNP ensemble on energies, forces, charges and embedding energies.
 
 Every loss term is a mean squared error divided by the variance of its target in the training set,
-so the weights in `TrainSettings` are dimensionless. Members share the descriptor computation
-and are trained together (their losses are independent sums, so each member's gradient depends
-only on its own parameters); they differ by initialisation.
+so the weights in `TrainSettings` are dimensionless. Each member is trained alone (its own seed,
+its own early stopping on a validation set of training frames, its own checkpoints), in this process
+or as a Dask task, then the members are merged into one ensemble that shares the descriptor
+computation. The test set is whole trajectories held out and only measured.
 
 >>> result = train_ensemble(samples, ModelSettings(), TrainSettings(epochs=5))  # doctest: +SKIP
 >>> result.metrics["test"]["force_mae_kcal_per_mol_A"]  # doctest: +SKIP
@@ -12,10 +13,14 @@ only on its own parameters); they differ by initialisation.
 from __future__ import annotations
 
 import copy
+import json
 import logging
+import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,7 +28,24 @@ import torch
 from biomol_nnp.config import ModelSettings, TrainSettings
 from biomol_nnp.exceptions import InputError
 from biomol_nnp.models.ani import NNPEnsemble, build_ensemble
-from biomol_nnp.train.data import Batch, TrainingSample, collate, fit_self_energies, split_by_trajectory
+from biomol_nnp.train.checkpoints import (
+    checkpoint_path,
+    fingerprint,
+    load_checkpoint,
+    numpy_rng_state,
+    restore_numpy_rng,
+    samples_hash,
+    save_checkpoint,
+)
+from biomol_nnp.train.data import (
+    Batch,
+    TrainingSample,
+    collate,
+    fit_self_energies,
+    split_by_trajectory,
+    split_validation,
+)
+from biomol_nnp.train.validation import check_weights, validate_samples, validate_split
 from biomol_nnp.units import ANGSTROM_TO_NM, KJ_TO_KCAL
 
 logger = logging.getLogger(__name__)
@@ -51,10 +73,11 @@ class TrainingResult:
     """The trained ensemble (float64, ready to export), held-out metrics and the loss history."""
 
     model: NNPEnsemble
-    metrics: dict[str, dict[str, float]]
-    history: list[dict[str, float]]
+    metrics: dict[str, Any]
+    histories: list[list[dict[str, float]]]
     test_samples: list[TrainingSample]
     train_samples: list[TrainingSample]
+    validation_samples: list[TrainingSample] = field(default_factory=list)
 
 
 def predict(model: NNPEnsemble, batch: Batch, create_graph: bool) -> Predictions:
@@ -130,33 +153,59 @@ def evaluate(
     model: NNPEnsemble, samples: Sequence[TrainingSample], dtype: torch.dtype, batch_size: int = 32
 ) -> dict[str, float]:
     """Mean absolute errors of the ensemble mean on ``samples`` (kJ/mol and kcal/mol based units)."""
+    return evaluate_all(model, samples, dtype, batch_size)[0]
+
+
+def evaluate_all(
+    model: NNPEnsemble, samples: Sequence[TrainingSample], dtype: torch.dtype, batch_size: int = 32
+) -> tuple[dict[str, float], list[dict[str, float]]]:
+    """Mean absolute errors of the ensemble mean and of each member on ``samples``.
+
+    Energies in kcal/mol, forces in kcal/mol/A, charges in e; NaN where ``samples`` hold no such label.
+    """
     if not samples:
-        return {}
-    sums = {"energy": 0.0, "force": 0.0, "charge": 0.0, "embedding": 0.0}
-    counts = {"energy": 0, "force": 0, "charge": 0, "embedding": 0}
+        return {}, []
+    members = len(model.members)
+    # row 0: the ensemble mean, row 1 + k: member k
+    sums = {key: np.zeros(members + 1) for key in ("energy", "force", "charge", "embedding")}
+    counts = dict.fromkeys(sums, 0)
     for start in range(0, len(samples), batch_size):
         batch = collate(samples[start : start + batch_size], dtype)
         out = predict(model, batch, create_graph=False)
         species = model.species(batch.atomic_numbers)
         real = species >= 0
-        energy = out.energy.detach().double() + model.reference_energy(species).double()
-        sums["energy"] += float((energy - batch.energy).abs().sum())
-        counts["energy"] += len(energy)
-        sums["force"] += float((out.forces.detach() - batch.forces).abs()[real].sum())
-        counts["force"] += int(real.sum()) * 3
-        sums["charge"] += float((out.charges.detach() - batch.charges).abs()[real].sum())
-        counts["charge"] += int(real.sum())
-        emb = (out.embedding.detach() - batch.embedding_energy).abs()[batch.has_embedding]
-        sums["embedding"] += float(emb.sum())
-        counts["embedding"] += int(batch.has_embedding.sum())
-    mae = {key: sums[key] / counts[key] if counts[key] else float("nan") for key in sums}
-    return {
-        "energy_mae_kcal_per_mol": mae["energy"] * KJ_TO_KCAL,
-        "force_mae_kcal_per_mol_A": mae["force"] * FORCE_KJ_NM_TO_KCAL_A,
-        "charge_mae_e": mae["charge"],
-        "embedding_mae_kcal_per_mol": mae["embedding"] * KJ_TO_KCAL,
-        "configurations": float(len(samples)),
+        reference = model.reference_energy(species).double()
+        rows = {
+            "energy": torch.cat([out.energy.unsqueeze(0), out.member_energy]).detach().double() + reference,
+            "force": torch.cat([out.forces.unsqueeze(0), out.member_forces]).detach(),
+            "charge": torch.cat([out.charges.unsqueeze(0), out.member_charges]).detach(),
+            "embedding": torch.cat([out.embedding.unsqueeze(0), out.member_embedding]).detach(),
+        }
+        targets = {
+            "energy": (batch.energy, torch.ones_like(batch.energy, dtype=torch.bool)),
+            "force": (batch.forces, real),
+            "charge": (batch.charges, real),
+            "embedding": (batch.embedding_energy, batch.has_embedding),
+        }
+        for key, (target, mask) in targets.items():
+            errors = (rows[key] - target.to(rows[key].dtype)).abs()[:, mask]
+            sums[key] += errors.reshape(members + 1, -1).sum(-1).numpy()
+            counts[key] += errors[0].numel()
+    units = {
+        "energy_mae_kcal_per_mol": ("energy", KJ_TO_KCAL),
+        "force_mae_kcal_per_mol_A": ("force", FORCE_KJ_NM_TO_KCAL_A),
+        "charge_mae_e": ("charge", 1.0),
+        "embedding_mae_kcal_per_mol": ("embedding", KJ_TO_KCAL),
     }
+    table = [
+        {
+            name: float(sums[key][row] / counts[key] * factor) if counts[key] else float("nan")
+            for name, (key, factor) in units.items()
+        }
+        | {"configurations": float(len(samples))}
+        for row in range(members + 1)
+    ]
+    return table[0], table[1:]
 
 
 def residual_energies_per_atom(
@@ -230,71 +279,317 @@ def standardise_features(model: NNPEnsemble, samples: Sequence[TrainingSample]) 
         model.feature_scale.copy_((1.0 / std.clamp(min=floor)).float())
 
 
+ProgressCallback = Callable[[int, int, float], None]
+"""``progress(done, total, loss)``: member-epochs done, member-epochs planned, latest training loss."""
+
+
+@dataclass
+class MemberResult:
+    """One trained member: its best ``state_dict`` (a one-member model) and how it got there."""
+
+    member: int
+    state: dict[str, torch.Tensor]
+    history: list[dict[str, float]]
+    best_loss: float
+    seconds: float
+    stopped_early: bool
+
+
+def member_settings(settings: TrainSettings, member: int) -> TrainSettings:
+    """Settings of member ``member`` trained alone: one member, seed ``settings.seed + member``."""
+    return settings.model_copy(update={"ensemble_size": 1, "seed": settings.seed + member})
+
+
+def make_optimizer(
+    model: torch.nn.Module, settings: TrainSettings
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler | torch.optim.lr_scheduler.ReduceLROnPlateau]:
+    """Adam and the learning-rate schedule chosen by ``settings.lr_schedule``."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate)
+    if settings.lr_schedule == "plateau":
+        plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, factor=settings.plateau_factor, patience=settings.plateau_patience
+        )
+        return optimizer, plateau
+    return optimizer, torch.optim.lr_scheduler.CosineAnnealingLR(
+        optimizer, settings.epochs, settings.learning_rate / 20
+    )
+
+
+@contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """Run the block with ``count`` torch threads (the same count in process and on Dask: same numbers)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+class MemberRun:
+    """The state of one member's training loop, saved to and restored from a checkpoint."""
+
+    def __init__(
+        self,
+        train: Sequence[TrainingSample],
+        validation: Sequence[TrainingSample],
+        model_settings: ModelSettings,
+        settings: TrainSettings,
+        member: int,
+    ) -> None:
+        own = member_settings(settings, member)
+        self.settings, self.member, self.train = settings, member, list(train)
+        self.dtype = torch.float32 if settings.dtype == "float32" else torch.float64
+        model, _ = initialise(self.train, model_settings, own)
+        self.model = model.to(self.dtype)
+        self.loss_fn = LossFunction(train, settings, self.model.self_energies.double().numpy(), model_settings.elements)
+        self.optimizer, self.scheduler = make_optimizer(self.model, settings)
+        self.rng = np.random.default_rng(own.seed)
+        self.validation_batch = collate(validation, self.dtype)
+        self.epoch, self.stale, self.seconds = 0, 0, 0.0
+        self.best_loss, self.best_state = float("inf"), copy.deepcopy(self.model.state_dict())
+        self.history: list[dict[str, float]] = []
+        self.fingerprint = fingerprint(model_settings, settings, member, samples_hash([*train, *validation]))
+
+    @property
+    def finished(self) -> bool:
+        """All epochs done, or stopped early after ``early_stopping_patience`` epochs without improvement."""
+        patience = self.settings.early_stopping_patience
+        return self.epoch >= self.settings.epochs or (patience > 0 and self.stale >= patience)
+
+    def run_epoch(self) -> float:
+        """One pass over the shuffled training set, the validation loss and the schedule; returns the train loss."""
+        started = time.perf_counter()
+        self.model.train()
+        order = self.rng.permutation(len(self.train))
+        batch_size = self.settings.batch_size
+        epoch_loss = 0.0
+        for start in range(0, len(self.train), batch_size):
+            batch = collate([self.train[i] for i in order[start : start + batch_size]], self.dtype)
+            self.optimizer.zero_grad()
+            loss = self.loss_fn(self.model, batch)
+            loss.backward()
+            self.optimizer.step()
+            epoch_loss += float(loss.detach()) * len(batch.energy) / len(self.train)
+        validation_loss = float(self.loss_fn(self.model, self.validation_batch, create_graph=False).detach())
+        learning_rate = float(self.optimizer.param_groups[0]["lr"])
+        if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            self.scheduler.step(validation_loss)
+        else:
+            self.scheduler.step()
+        self.epoch += 1
+        self.history.append(
+            {
+                "epoch": self.epoch,
+                "train_loss": epoch_loss,
+                "validation_loss": validation_loss,
+                "learning_rate": learning_rate,
+            }
+        )
+        if validation_loss < self.best_loss:
+            self.best_loss, self.best_state, self.stale = validation_loss, copy.deepcopy(self.model.state_dict()), 0
+        else:
+            self.stale += 1
+        self.seconds += time.perf_counter() - started
+        return epoch_loss
+
+    def state(self) -> dict[str, Any]:
+        """Everything needed to continue this run, as tensors, numbers and strings."""
+        return {
+            "fingerprint": self.fingerprint,
+            "member": self.member,
+            "epoch": self.epoch,
+            "finished": self.finished,
+            "stale": self.stale,
+            "seconds": self.seconds,
+            "best_loss": self.best_loss,
+            "model": self.model.state_dict(),
+            "best_model": self.best_state,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "numpy_rng": numpy_rng_state(self.rng),
+            "torch_rng": torch.get_rng_state(),
+            "history": json.dumps(self.history),
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue from a checkpoint written by :meth:`state`."""
+        self.model.load_state_dict(state["model"])
+        self.best_state = dict(state["best_model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        restore_numpy_rng(self.rng, state["numpy_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        self.epoch, self.stale, self.seconds = int(state["epoch"]), int(state["stale"]), float(state["seconds"])
+        self.best_loss = float(state["best_loss"])
+        self.history = json.loads(state["history"])
+
+    def result(self) -> MemberResult:
+        """The best state on the validation loss and the history."""
+        return MemberResult(
+            member=self.member,
+            state=self.best_state,
+            history=self.history,
+            best_loss=self.best_loss,
+            seconds=self.seconds,
+            stopped_early=self.epoch < self.settings.epochs,
+        )
+
+
+def train_member(
+    train: Sequence[TrainingSample],
+    validation: Sequence[TrainingSample],
+    model_settings: ModelSettings,
+    settings: TrainSettings,
+    member: int,
+    checkpoint_dir: str | os.PathLike | None = None,
+    resume: bool = False,
+    progress: Callable[[int, float], None] | None = None,
+) -> MemberResult:
+    """Train ensemble member ``member`` alone (seed ``settings.seed + member``), single-threaded.
+
+    The same call gives the same weights in this process and on a Dask worker. With
+    ``checkpoint_dir`` a checkpoint is written every ``settings.checkpoint_interval`` epochs and when
+    the member finishes; with ``resume`` the run continues from the checkpoint found there (a finished
+    member is not trained again). ``progress(epoch, loss)`` is called after every epoch.
+    """
+    with torch_threads(1):
+        run = MemberRun(train, validation, model_settings, settings, member)
+        path = checkpoint_path(checkpoint_dir, member) if checkpoint_dir is not None else None
+        if path is not None and resume:
+            saved = load_checkpoint(path, run.fingerprint)
+            if saved is not None:
+                run.restore(saved)
+                logger.info("member %d: resumed at epoch %d from %s", member, run.epoch, path)
+        while not run.finished:
+            loss = run.run_epoch()
+            if path is not None and (run.epoch % settings.checkpoint_interval == 0 or run.finished):
+                save_checkpoint(path, run.state())
+            if progress is not None:
+                progress(run.epoch, loss)
+        return run.result()
+
+
+def merge_members(
+    train: Sequence[TrainingSample],
+    model_settings: ModelSettings,
+    settings: TrainSettings,
+    results: Sequence[MemberResult],
+) -> NNPEnsemble:
+    """One K-member float64 model from K members trained alone.
+
+    The shared buffers (self energies, feature scaling, ...) come from the same data-dependent
+    initialisation as each member's, so they must agree exactly with each member's copy.
+    """
+    model, _ = initialise(train, model_settings, settings)
+    model = model.to(torch.float32 if settings.dtype == "float32" else torch.float64)
+    merged = model.state_dict()
+    for k, result in enumerate(sorted(results, key=lambda r: r.member)):
+        for key, value in result.state.items():
+            if key.startswith("members.0."):
+                merged["members." + str(k) + key[len("members.") + 1 :]] = value
+            elif not torch.equal(value.to(merged[key].dtype), merged[key]):
+                raise RuntimeError(
+                    f"member {result.member}: shared tensor {key!r} differs from the ensemble's; the architecture "
+                    "must keep per-member weights in `members` and shared buffers data-determined"
+                )
+    model.load_state_dict(merged)
+    return model.double().eval()
+
+
+def train_members(
+    train: Sequence[TrainingSample],
+    validation: Sequence[TrainingSample],
+    model_settings: ModelSettings,
+    settings: TrainSettings,
+    checkpoint_dir: str | os.PathLike | None = None,
+    resume: bool = False,
+    progress: ProgressCallback | None = None,
+) -> list[MemberResult]:
+    """Train every member: in this process one after the other (``workers`` = 1), else as Dask tasks."""
+    if settings.workers > 1 or settings.scheduler_address:
+        from biomol_nnp.train.distributed import dask_train_members
+
+        return dask_train_members(train, validation, model_settings, settings, checkpoint_dir, resume, progress)
+    total = settings.epochs * settings.ensemble_size
+    results: list[MemberResult] = []
+    for member in range(settings.ensemble_size):
+        done = member * settings.epochs
+
+        def update(epoch: int, loss: float, done: int = done) -> None:
+            if progress is not None:
+                progress(done + epoch, total, loss)
+
+        result = train_member(train, validation, model_settings, settings, member, checkpoint_dir, resume, update)
+        results.append(result)
+    return results
+
+
+def split_samples(
+    samples: Sequence[TrainingSample], settings: TrainSettings
+) -> tuple[list[TrainingSample], list[TrainingSample], list[TrainingSample]]:
+    """Training, validation (random training frames, for early stopping) and test (whole trajectories) splits."""
+    train_all, test = split_by_trajectory(samples, settings.validation_fraction, settings.seed)
+    if not train_all or not test:
+        validate_split(train_all, train_all, test)
+    train, validation = split_validation(train_all, settings.early_stopping_fraction, settings.seed)
+    validate_split(train, validation, test)
+    return train, validation, test
+
+
 def train_ensemble(
     samples: Sequence[TrainingSample],
     model_settings: ModelSettings,
     settings: TrainSettings,
-    progress: Callable[[int, int, float], None] | None = None,
+    progress: ProgressCallback | None = None,
+    checkpoint_dir: str | os.PathLike | None = None,
+    resume: bool = False,
 ) -> TrainingResult:
-    """Split by trajectory, train the ensemble, keep the best state on the held-out loss.
+    """Check the data, split it, train the members (in process or on Dask), merge them into one model.
 
-    ``progress(epoch, epochs, loss)`` is called after each epoch (the CLI passes a progress bar).
+    Each member keeps its best state on the validation loss (random training frames set aside); the
+    test set is whole held-out trajectories and only measured. ``progress(done, total, loss)`` counts
+    member-epochs. With ``checkpoint_dir`` members are checkpointed there and ``resume`` continues an
+    interrupted run to the same result.
     """
     if len(samples) < 2:
         raise InputError(
             f"training needs at least 2 labelled configurations, got {len(samples)}; sample and label more frames"
         )
-    dtype = torch.float32 if settings.dtype == "float32" else torch.float64
-    train, test = split_by_trajectory(samples, settings.validation_fraction, settings.seed)
-    if not test:
-        raise InputError(
-            "the trajectory split left no configuration for testing; sample more frames or "
-            "trajectories, or raise validation_fraction"
-        )
-    model, _ = initialise(train, model_settings, settings)
-    model = model.to(dtype)
-    loss_fn = LossFunction(train, settings, model.self_energies.double().numpy(), model_settings.elements)
-    optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, settings.epochs, settings.learning_rate / 20)
-    rng = np.random.default_rng(settings.seed)
-    best_loss, best_state, history = float("inf"), copy.deepcopy(model.state_dict()), []
-    test_batch = collate(test, dtype)
+    validate_samples(samples, model_settings.elements, settings)
+    train, validation, test = split_samples(samples, settings)
+    check_weights(train, settings)
     started = time.perf_counter()
-    for epoch in range(settings.epochs):
-        model.train()
-        order = rng.permutation(len(train))
-        epoch_loss = 0.0
-        for start in range(0, len(train), settings.batch_size):
-            batch = collate([train[i] for i in order[start : start + settings.batch_size]], dtype)
-            optimizer.zero_grad()
-            loss = loss_fn(model, batch)
-            loss.backward()
-            optimizer.step()
-            epoch_loss += float(loss.detach()) * len(batch.energy) / len(train)
-        scheduler.step()
-        test_loss = float(loss_fn(model, test_batch, create_graph=False).detach())
-        history.append({"epoch": epoch + 1, "train_loss": epoch_loss, "test_loss": test_loss})
-        if test_loss < best_loss:
-            best_loss, best_state = test_loss, copy.deepcopy(model.state_dict())
-        if progress is not None:
-            progress(epoch + 1, settings.epochs, epoch_loss)
-    model.load_state_dict(best_state)
-    model = model.double()
-    model.eval()
-    metrics = {"train": evaluate(model, train, torch.float64), "test": evaluate(model, test, torch.float64)}
+    results = train_members(train, validation, model_settings, settings, checkpoint_dir, resume, progress)
+    model = merge_members(train, model_settings, settings, results)
+    metrics: dict[str, Any] = {}
+    for name, split in (("train", train), ("validation", validation), ("test", test)):
+        metrics[name], members = evaluate_all(model, split, torch.float64)
+        if name == "test":
+            metrics["test_members"] = members
     metrics["training"] = {
         "seconds": time.perf_counter() - started,
+        "member_seconds": [r.seconds for r in results],
         "epochs": float(settings.epochs),
-        "best_test_loss": best_loss,
+        "epochs_run": [float(len(r.history)) for r in results],
+        "best_validation_loss": [r.best_loss for r in results],
+        "stopped_early": [r.stopped_early for r in results],
+        "workers": settings.workers,
     }
     logger.info(
-        "trained %d members on %d configurations (%d held out) in %.0f s; test %s",
+        "trained %d members on %d configurations (%d validation, %d held out) in %.0f s; test %s",
         settings.ensemble_size,
         len(train),
+        len(validation),
         len(test),
         metrics["training"]["seconds"],
         metrics["test"],
     )
     return TrainingResult(
-        model=model, metrics=metrics, history=history, test_samples=list(test), train_samples=list(train)
+        model=model,
+        metrics=metrics,
+        histories=[r.history for r in results],
+        test_samples=test,
+        train_samples=train,
+        validation_samples=validation,
     )

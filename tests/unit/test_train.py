@@ -31,7 +31,8 @@ def harmonic_sample(numbers, rng, trajectory, source="md", mm=True):
     pull = -k * ((length - 0.1) / length)[:, None] * bonds
     forces[1:] = pull
     forces[0] = -pull.sum(0)
-    charges = np.where(numbers == 1, 0.1, -0.1 * (len(numbers) - 1))
+    hydrogens = int(np.sum(numbers == 1))
+    charges = np.where(numbers == 1, 0.1, -0.1 * hydrogens / (len(numbers) - hydrogens))
     mm_positions = rng.uniform(0.4, 0.8, (3, 3)) if mm else np.zeros((0, 3))
     mm_charges = np.array([-0.8, 0.4, 0.4]) if mm else np.zeros(0)
     return TrainingSample(
@@ -46,6 +47,7 @@ def harmonic_sample(numbers, rng, trajectory, source="md", mm=True):
         -5.0 if mm else float("nan"),
         trajectory,
         source,
+        frame=len(numbers),
     )
 
 
@@ -100,7 +102,9 @@ def test_training_reduces_errors():
         for frame in range(6)
     ]
     model_settings = ModelSettings(elements=[1, 6, 8], hidden_layers=[16])
-    settings = TrainSettings(ensemble_size=2, epochs=60, batch_size=4, learning_rate=1e-2, dtype="float64")
+    settings = TrainSettings(
+        ensemble_size=2, epochs=60, batch_size=4, learning_rate=1e-2, dtype="float64", embedding_weight=0.0
+    )
     train, _ = split_by_trajectory(samples, settings.validation_fraction, settings.seed)
     untrained, _ = initialise(train, model_settings, settings)
     before = evaluate(untrained.double(), train, torch.float64)
@@ -108,9 +112,67 @@ def test_training_reduces_errors():
     after = result.metrics["train"]
     assert after["force_mae_kcal_per_mol_A"] < 0.7 * before["force_mae_kcal_per_mol_A"]
     assert after["charge_mae_e"] < 0.5 * before["charge_mae_e"]
-    assert result.history[-1]["train_loss"] < 0.5 * result.history[0]["train_loss"]
+    for history in result.histories:
+        assert history[-1]["train_loss"] < 0.5 * history[0]["train_loss"]
 
 
 def test_training_refuses_too_few_samples(samples):
     with pytest.raises(InputError, match="at least 2 labelled configurations"):
         train_ensemble(samples[:1], ModelSettings(), TrainSettings())
+
+
+def small_settings(**changes):
+    base = dict(ensemble_size=2, epochs=6, batch_size=4, learning_rate=1e-2, dtype="float64", embedding_weight=1.0)
+    return TrainSettings(**(base | changes))
+
+
+SMALL_MODEL = ModelSettings(
+    elements=[1, 6, 8], hidden_layers=[8], radial_shifts=8, angular_shifts=2, angular_sections=4
+)
+
+
+def test_cosine_schedule_follows_its_formula(samples):
+    settings = small_settings(ensemble_size=1, epochs=5)
+    history = train_ensemble(samples, SMALL_MODEL, settings).histories[0]
+    low = settings.learning_rate / 20
+    expected = [low + (settings.learning_rate - low) * (1 + np.cos(np.pi * e / 5)) / 2 for e in range(5)]
+    assert [h["learning_rate"] for h in history] == pytest.approx(expected, rel=1e-12)
+
+
+def test_early_stopping_and_plateau_schedule(samples):
+    # a far too large step makes the validation loss stall, so both rules act within the epoch budget
+    settings = small_settings(
+        ensemble_size=1, epochs=40, learning_rate=0.3, early_stopping_patience=4, lr_schedule="plateau",
+        plateau_patience=1, plateau_factor=0.5,
+    )  # fmt: skip
+    result = train_ensemble(samples, SMALL_MODEL, settings)
+    history = result.histories[0]
+    losses = [h["validation_loss"] for h in history]
+    best = int(np.argmin(losses))
+    # stopped exactly `patience` epochs after the best validation loss, and that state was kept
+    assert result.metrics["training"]["stopped_early"] == [True]
+    assert len(history) == best + 1 + settings.early_stopping_patience < settings.epochs
+    assert result.metrics["training"]["best_validation_loss"] == [losses[best]]
+    rates = [h["learning_rate"] for h in history]
+    assert all(b <= a for a, b in zip(rates, rates[1:], strict=False)) and rates[-1] < rates[0]
+    for k in range(1, len(rates)):
+        if rates[k] < rates[k - 1]:  # a cut follows two epochs in a row without a new best
+            assert min(losses[k - 2 : k]) >= min(losses[: k - 2] or [np.inf])
+        assert np.log2(settings.learning_rate / rates[k]) == pytest.approx(
+            round(np.log2(settings.learning_rate / rates[k]))
+        )
+
+
+def test_dask_members_equal_sequential_members(samples):
+    pytest.importorskip("distributed")
+    settings = small_settings(epochs=3)
+    sequential = train_ensemble(samples, SMALL_MODEL, settings)
+    parallel = train_ensemble(samples, SMALL_MODEL, settings.model_copy(update={"workers": 2}))
+    a, b = sequential.model.state_dict(), parallel.model.state_dict()
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    assert sequential.histories == parallel.histories
+    # the members differ (their own seeds), and each is one of the merged members
+    assert not torch.equal(a["members.0.networks.0.0.weight"], a["members.1.networks.0.0.weight"])
+    assert len(sequential.metrics["test_members"]) == 2
