@@ -165,9 +165,41 @@ class LabelSettings(Settings):
     retry_failed: bool = Field(True, description="Label again the configurations whose latest record failed.")
 
 
-class ModelSettings(Settings):
-    """ANI-style model: symmetry-function descriptors and per-element networks."""
+class PaiNNSettings(Settings):
+    """Equivariant message-passing model (PaiNN-like), used when ``ModelSettings.architecture`` is 'painn'."""
 
+    cutoff_nm: float = Field(0.5, gt=0, description="Neighbour cutoff of the messages (cosine envelope), nm.")
+    features: int = Field(64, ge=4, description="Width of the scalar and vector features of each atom.")
+    radial_basis: int = Field(16, ge=1, description="Number of Bessel radial basis functions (learnable frequencies).")
+    interactions: int = Field(3, ge=1, le=6, description="Number of message + update blocks.")
+    head_hidden: int = Field(32, ge=1, description="Hidden width of the per-atom energy/charge/polarisability head.")
+
+
+class LongRangeSettings(Settings):
+    """Explicit long-range terms inside the ML region; the network learns the remainder of the energy."""
+
+    coulomb: bool = Field(
+        False,
+        description="Coulomb energy between the predicted charges, switched on from cutoff - switch width to the "
+        "network cutoff (so nothing is counted twice) and complete beyond it.",
+    )
+    coulomb_switch_width_nm: float = Field(
+        0.1, gt=0, description="Width of the switch below the network cutoff over which Coulomb turns on, nm."
+    )
+    dispersion: bool = Field(
+        False, description="D3-style two-body dispersion with Becke-Johnson damping and fixed C6 (see long_range.py)."
+    )
+    dispersion_s8: float = Field(2.7, ge=0, description="Scale of the C8 term (GFN2-xTB's D4 value by default).")
+    dispersion_a1: float = Field(0.52, ge=0, description="Becke-Johnson damping a1 (dimensionless).")
+    dispersion_a2_nm: float = Field(0.2646, ge=0, description="Becke-Johnson damping a2, nm (5.0 bohr).")
+
+
+class ModelSettings(Settings):
+    """The NNP: architecture ('ani' symmetry functions + element networks, or 'painn'), charges, long range."""
+
+    architecture: Literal["ani", "painn"] = Field(
+        "ani", description="Model architecture: 'ani' (symmetry functions) or 'painn' (equivariant messages)."
+    )
     elements: list[int] = Field([1, 6, 7, 8], description="Atomic numbers the model covers.")
     radial_cutoff_nm: float = Field(0.52, gt=0, description="Radial symmetry-function cutoff, nm.")
     angular_cutoff_nm: float = Field(0.35, gt=0, description="Angular symmetry-function cutoff, nm.")
@@ -188,6 +220,10 @@ class ModelSettings(Settings):
     )
     embedding_damping_nm: float = Field(
         0.03, gt=0, description="Short-range damping length of the Coulomb kernel erf(r/a)/r, nm."
+    )
+    painn: PaiNNSettings = Field(default_factory=PaiNNSettings, description="PaiNN hyperparameters.")
+    long_range: LongRangeSettings = Field(
+        default_factory=LongRangeSettings, description="Explicit Coulomb and dispersion inside the region."
     )
 
 

@@ -32,6 +32,20 @@ def cosine_cutoff(distances: torch.Tensor, cutoff: float) -> torch.Tensor:
     return torch.where(inside, value, torch.zeros_like(value))
 
 
+def pair_geometry(positions: torch.Tensor, species: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Displacements r_j - r_i [B, N, N, 3], distances [B, N, N] and the mask of real distinct pairs [B, N, N].
+
+    Masked entries (padding, the diagonal) get a displacement of (1, 1, 1) nm so the norm stays differentiable.
+    """
+    vectors = positions.unsqueeze(1) - positions.unsqueeze(2)
+    real = species >= 0
+    n = positions.shape[1]
+    eye = torch.eye(n, dtype=torch.bool, device=positions.device).unsqueeze(0)
+    mask = real.unsqueeze(1) & real.unsqueeze(2) & ~eye
+    safe = torch.where(mask.unsqueeze(-1), vectors, torch.ones_like(vectors))
+    return safe, torch.linalg.norm(safe, dim=-1), mask
+
+
 class SymmetryFunctions(torch.nn.Module):
     """Radial and angular symmetry functions resolved by neighbour element.
 
@@ -96,13 +110,7 @@ class SymmetryFunctions(torch.nn.Module):
         real = species >= 0
         onehot = torch.nn.functional.one_hot(species.clamp(min=0), self.num_elements).to(positions.dtype)
         onehot = onehot * real.unsqueeze(-1).to(positions.dtype)
-        vectors = positions.unsqueeze(1) - positions.unsqueeze(2)  # [B, i, j, 3] = r_j - r_i
-        n = positions.shape[1]
-        eye = torch.eye(n, dtype=torch.bool, device=positions.device).unsqueeze(0)
-        pair_mask = real.unsqueeze(1) & real.unsqueeze(2) & ~eye
-        # a padded distance of one cutoff+ keeps sqrt differentiable on the diagonal
-        safe = torch.where(pair_mask.unsqueeze(-1), vectors, torch.full_like(vectors, 1.0))
-        distances = torch.linalg.norm(safe, dim=-1)
+        safe, distances, pair_mask = pair_geometry(positions, species)  # [B, i, j, 3] = r_j - r_i
         mask = pair_mask.to(positions.dtype)
         radial = self._radial(distances, mask, onehot)
         angular = self._angular(safe, distances, mask, species)

@@ -1,0 +1,168 @@
+"""PaiNN-like equivariant message-passing ensemble (Schütt, Unke, Gastegger, ICML 2021), in plain torch.
+
+Each atom carries scalar features s [F] and vector features v [3, F]. A block passes messages along
+every pair closer than the cutoff, built from a learnable Bessel radial basis sqrt(2/r_c) sin(w_n r)/r
+(frequencies w_n start at n pi / r_c and are trained) times a cosine envelope that goes to zero with zero
+slope at r_c, so energies and forces stay continuous as an atom crosses the cutoff. An update block then
+mixes s and v through norms and scalar products of v, which keeps s rotation invariant and v equivariant.
+After the blocks a head maps s to (atomic energy, raw charge, raw polarisability), turned into the
+deployed-model terms by `EnsembleModel`. All activations are SiLU (smooth; no kinks).
+
+The geometry (pairs from a dense mask, distances, unit vectors, envelope) is computed once and shared
+by the members; every learnable weight belongs to a member in ``self.members``.
+
+>>> from biomol_nnp.config import ModelSettings
+>>> model = build_painn(ModelSettings(architecture="painn"), ensemble_size=2)
+>>> scripted = torch.jit.script(model)
+"""
+
+import math
+
+import torch
+
+from biomol_nnp.config import ModelSettings
+from biomol_nnp.models.descriptors import cosine_cutoff, pair_geometry
+from biomol_nnp.models.ensemble import EnsembleModel, init_output_layer
+
+DEFAULT_NEIGHBOURS = 16.0
+"""Mean neighbour count assumed before `initialise` measures it on the training data."""
+
+VECTOR_NORM_EPSILON = 1e-8
+"""Added under the square root of vector-feature norms so the norm is differentiable at v = 0."""
+
+
+class BesselBasis(torch.nn.Module):
+    """sqrt(2 / r_c) sin(w_n r) / r for n = 1..R with learnable frequencies w_n (1/nm), [P] -> [P, R]."""
+
+    def __init__(self, size: int, cutoff: float) -> None:
+        super().__init__()
+        self.prefactor = math.sqrt(2.0 / cutoff)
+        self.frequencies = torch.nn.Parameter(torch.arange(1, size + 1, dtype=torch.float32) * (math.pi / cutoff))
+
+    def forward(self, distances: torch.Tensor) -> torch.Tensor:
+        r = distances.unsqueeze(-1)
+        return self.prefactor * torch.sin(self.frequencies * r) / r
+
+
+def mlp(inputs: int, hidden: int, outputs: int) -> torch.nn.Sequential:
+    """Linear - SiLU - Linear."""
+    return torch.nn.Sequential(torch.nn.Linear(inputs, hidden), torch.nn.SiLU(), torch.nn.Linear(hidden, outputs))
+
+
+class InteractionBlock(torch.nn.Module):
+    """One PaiNN message block followed by one update block, on flat atoms [A] and pairs [P]."""
+
+    def __init__(self, features: int, offset: int) -> None:
+        super().__init__()
+        self.features = features
+        self.offset = offset
+        self.epsilon = VECTOR_NORM_EPSILON
+        self.message = mlp(features, features, 3 * features)
+        self.vector_u = torch.nn.Linear(features, features, bias=False)
+        self.vector_v = torch.nn.Linear(features, features, bias=False)
+        self.update = mlp(2 * features, features, 3 * features)
+
+    def forward(
+        self,
+        scalars: torch.Tensor,
+        vectors: torch.Tensor,
+        filters: torch.Tensor,
+        first: torch.Tensor,
+        second: torch.Tensor,
+        units: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        f = self.features
+        weights = filters[:, self.offset : self.offset + 3 * f]
+        x = self.message(scalars).index_select(0, second) * weights  # message j -> i
+        ds, dvv, dvs = x[:, :f], x[:, f : 2 * f], x[:, 2 * f :]
+        dv = vectors.index_select(0, second) * dvv.unsqueeze(1) + dvs.unsqueeze(1) * units.unsqueeze(-1)
+        scalars = scalars.index_add(0, first, ds)
+        vectors = vectors.index_add(0, first, dv)
+        u, v = self.vector_u(vectors), self.vector_v(vectors)
+        norm = torch.sqrt((v * v).sum(1) + self.epsilon)
+        a = self.update(torch.cat([scalars, norm], dim=-1))
+        avv, asv, ass = a[:, :f], a[:, f : 2 * f], a[:, 2 * f :]
+        vectors = vectors + avv.unsqueeze(1) * u
+        scalars = scalars + asv * (u * v).sum(1) + ass
+        return scalars, vectors
+
+
+class PaiNNMember(torch.nn.Module):
+    """One member: element embedding, radial filters of every block, the blocks and the output head."""
+
+    def __init__(
+        self, num_elements: int, features: int, basis: int, interactions: int, head_hidden: int, cutoff: float
+    ) -> None:
+        super().__init__()
+        self.features = features
+        self.embedding = torch.nn.Embedding(num_elements, features)
+        self.basis = BesselBasis(basis, cutoff)
+        self.filters = torch.nn.Linear(basis, interactions * 3 * features)
+        self.blocks = torch.nn.ModuleList([InteractionBlock(features, 3 * features * k) for k in range(interactions)])
+        self.head = mlp(features, head_hidden, 3)
+        last = self.head[-1]
+        assert isinstance(last, torch.nn.Linear)
+        init_output_layer(last)
+
+    def forward(
+        self,
+        species: torch.Tensor,
+        first: torch.Tensor,
+        second: torch.Tensor,
+        distances: torch.Tensor,
+        units: torch.Tensor,
+        envelope: torch.Tensor,
+    ) -> torch.Tensor:
+        """Atomic (energy, raw charge, raw polarisability) [A, 3] of flat atoms [A] with pairs [P].
+
+        ``envelope`` [P] carries the cutoff function times the message normalisation.
+        """
+        scalars = self.embedding(species.clamp(min=0))
+        vectors = torch.zeros(scalars.shape[0], 3, self.features, dtype=scalars.dtype, device=scalars.device)
+        filters = self.filters(self.basis(distances)) * envelope.unsqueeze(-1)
+        for block in self.blocks:
+            scalars, vectors = block(scalars, vectors, filters, first, second, units)
+        return self.head(scalars)
+
+
+class PaiNNEnsemble(EnsembleModel):
+    """Ensemble of PaiNN members; implements the deployed-model contract (see `ensemble.py`).
+
+    Messages are summed over neighbours and multiplied by ``message_scale`` = 1 / (mean neighbour count
+    in the training data), so feature magnitudes do not grow with the density of the region.
+    """
+
+    message_scale: torch.Tensor
+
+    def __init__(self, settings: ModelSettings, ensemble_size: int) -> None:
+        p = settings.painn
+        super().__init__(settings, "painn", p.cutoff_nm)
+        self.members = torch.nn.ModuleList(
+            [
+                PaiNNMember(self.num_elements, p.features, p.radial_basis, p.interactions, p.head_hidden, p.cutoff_nm)
+                for _ in range(ensemble_size)
+            ]
+        )
+        self.register_buffer("message_scale", torch.tensor(1.0 / DEFAULT_NEIGHBOURS))
+
+    def atomic_outputs(self, positions: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
+        """Per-member atomic (energy / energy_scale, raw charge, raw polarisability) [K, B, N, 3]."""
+        batch, n = species.shape[0], species.shape[1]
+        vectors, distances, mask = pair_geometry(positions, species)
+        within = mask & (distances.detach() < self.cutoff)
+        b, i, j = within.nonzero().unbind(1)
+        pair_distances = distances[b, i, j]
+        units = vectors[b, i, j] / pair_distances.unsqueeze(-1)
+        envelope = cosine_cutoff(pair_distances, self.cutoff) * self.message_scale
+        first, second = b * n + i, b * n + j
+        flat_species = species.reshape(-1)
+        outputs: list[torch.Tensor] = []
+        for member in self.members:
+            out = member(flat_species, first, second, pair_distances, units, envelope)
+            outputs.append(out.reshape(batch, n, 3))
+        return torch.stack(outputs)
+
+
+def build_painn(settings: ModelSettings, ensemble_size: int) -> PaiNNEnsemble:
+    """A freshly initialised PaiNN ensemble for the given settings."""
+    return PaiNNEnsemble(settings, ensemble_size)
