@@ -299,6 +299,40 @@ class SimulationSettings(Settings):
     report_interval: int = Field(50, ge=1, description="Steps between trajectory and CSV reports.")
     seed: int = Field(1, description="Seed for velocities and the integrator.")
     torch_threads: int = Field(1, ge=1, description="torch threads inside the force callback.")
+    prepared_dir: Path | None = Field(
+        None,
+        description="Folder written by `biomol-nnp prepare` (system.xml, topology.pdb, region.json) to simulate "
+        "instead of SystemSettings' solvated PDB.",
+    )
+    mm_only: bool = Field(False, description="Run the pure MM System (no model), e.g. to compare with NNP/MM.")
+    ensemble: Literal["nvt", "npt"] = Field("nvt", description="'nvt' or 'npt' (Monte Carlo barostat).")
+    pressure_bar: float = Field(1.0, gt=0, description="Barostat pressure (NPT), bar.")
+    barostat_interval: int = Field(25, ge=1, description="Steps between Monte Carlo volume moves (NPT).")
+    hydrogen_mass_amu: float | None = Field(
+        None,
+        gt=0,
+        description="Hydrogen mass repartitioning: hydrogens get this mass (Da), taken from their bonded heavy "
+        "atom (water untouched); e.g. 1.5 or 3.0 with a 2-4 fs time step. None keeps the masses.",
+    )
+    minimize_iterations: int = Field(50, ge=0, description="Energy-minimiser iterations before MD (0: none).")
+    trajectory_format: Literal["dcd", "xtc"] = Field("dcd", description="Trajectory file format.")
+    checkpoint_interval: int = Field(
+        1000, ge=1, description="Steps between atomic checkpoints; a multiple of report_interval."
+    )
+    report_uncertainty: bool = Field(
+        True, description="Log the ensemble energy std and max per-atom force std at each report (needs a model)."
+    )
+    force_std_threshold_kj_mol_nm: float | None = Field(
+        None, gt=0, description="Uncertainty guard: max per-atom force std above which the action is taken, kJ/mol/nm."
+    )
+    uncertainty_action: Literal["warn", "stop", "collect"] = Field(
+        "warn",
+        description="Above the threshold: 'warn' (log), 'stop' (checkpoint, frame saved, run stops) or 'collect' "
+        "(frame written to uncertain/ for labelling, run goes on).",
+    )
+    nve_steps: int = Field(2000, ge=10, description="`check-nve`: NVE (Verlet) steps.")
+    nve_timestep_fs: float = Field(0.5, gt=0, description="`check-nve`: time step, fs.")
+    nve_report_interval: int = Field(10, ge=1, description="`check-nve`: steps between energy samples.")
 
 
 class RefitSettings(Settings):

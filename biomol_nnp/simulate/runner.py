@@ -10,19 +10,39 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
+import numpy as np
 import openmm
 import openmm.app as app
 import openmm.unit as u
 
 from biomol_nnp.config import SimulationSettings, SystemSettings
-from biomol_nnp.exceptions import InputError, SimulationError
-from biomol_nnp.io import write_json_atomic
+from biomol_nnp.exceptions import ConfigError, InputError, SimulationError
+from biomol_nnp.io import atomic_path, write_json_atomic
+from biomol_nnp.simulate.checkpoint import (
+    CHECKPOINT_FILE,
+    load_checkpoint,
+    restore_context,
+    restore_files,
+    save_checkpoint,
+)
+from biomol_nnp.simulate.reporters import (
+    CheckpointReporter,
+    DCDTrajectoryReporter,
+    LogReporter,
+    NaNGuard,
+    ProgressReporter,
+    RunStoppedError,
+    UncertaintyGuard,
+    write_frame_pdb,
+)
+from biomol_nnp.simulate.systems import RunSystem, build_run_system, degrees_of_freedom
+from biomol_nnp.simulate.uncertainty import ModelMonitor, MonitorValues
 
 logger = logging.getLogger(__name__)
 
@@ -41,11 +61,11 @@ class RunResult:
     Attributes
     ----------
     trajectory : Path
-        DCD trajectory (nm-based OpenMM positions, written every ``report_interval`` steps).
+        DCD or XTC trajectory (written every ``report_interval`` steps).
     log : Path
-        CSV with step, time (ps), potential energy (kJ/mol), temperature (K), speed (ns/day).
+        CSV log, columns `biomol_nnp.simulate.reporters.LOG_COLUMNS`.
     steps : int
-        Production MD steps.
+        Steps run in this call (after a resume: the remaining steps).
     timestep_fs : float
         Time step, fs.
     wall_seconds : float
@@ -58,6 +78,16 @@ class RunResult:
         Atoms in the ML region.
     mm_ns_per_day : float or None
         Pure MM speed of the same system on the same platform (when requested), ns/day.
+    final_step : int
+        Step count of the Context at the end.
+    resumed_from_step : int or None
+        Checkpoint step the run continued from (None for a fresh start).
+    status : str
+        ``"completed"``.
+    uncertain_frames : int
+        Reports whose max force std exceeded the threshold.
+    checkpoint : Path or None
+        The last checkpoint written.
     """
 
     trajectory: Path
@@ -69,12 +99,16 @@ class RunResult:
     final_potential_kj_mol: float
     n_ml_atoms: int
     mm_ns_per_day: float | None = None
+    final_step: int = 0
+    resumed_from_step: int | None = None
+    status: str = "completed"
+    uncertain_frames: int = 0
+    checkpoint: Path | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dictionary (paths as strings)."""
         return {
-            key: str(value) if isinstance(value, Path) else value
-            for key, value in dataclasses.asdict(self).items()
+            key: str(value) if isinstance(value, Path) else value for key, value in dataclasses.asdict(self).items()
         }
 
 
@@ -105,9 +139,7 @@ def build_mm_system(system_settings: SystemSettings) -> tuple[app.Topology, open
         raise InputError(f"solvated_pdb {str(path)!r} does not exist; give the path of a solvated PDB file")
     pdb = app.PDBFile(str(path))
     if pdb.topology.getPeriodicBoxVectors() is None:
-        raise InputError(
-            f"{str(path)!r} has no periodic box (CRYST1 record); PME needs one: solvate it first"
-        )
+        raise InputError(f"{str(path)!r} has no periodic box (CRYST1 record); PME needs one: solvate it first")
     forcefield = app.ForceField(*system_settings.forcefield)
     system = forcefield.createSystem(
         pdb.topology,
@@ -156,9 +188,7 @@ def create_mixed_system(
     """
     from openmmml import MLPotential
 
-    potential = MLPotential(
-        "biomol-nnp", modelPath=str(simulation.model_path), torchThreads=simulation.torch_threads
-    )
+    potential = MLPotential("biomol-nnp", modelPath=str(simulation.model_path), torchThreads=simulation.torch_threads)
     mixed = cast(
         openmm.System,
         potential.createMixedSystem(topology, mm_system, ml_atoms, embedding=simulation.embedding),
@@ -210,9 +240,7 @@ def _timed_steps(simulation: app.Simulation, steps: int, timestep_fs: float) -> 
     try:
         simulation.step(steps)
     except ValueError as err:  # StateDataReporter raises ValueError on NaN energies
-        raise SimulationError(
-            f"the simulation stopped: {err}; lower the time step or minimise longer"
-        ) from err
+        raise SimulationError(f"the simulation stopped: {err}; lower the time step or minimise longer") from err
     seconds = time.perf_counter() - start
     return seconds, steps * timestep_fs * 1e-6 / seconds * 86400.0
 
@@ -278,26 +306,224 @@ def benchmark_ns_per_day(
     return ns_per_day
 
 
-class _ProgressReporter:
-    """OpenMM reporter showing a tqdm progress bar over ``total`` steps."""
+def check_run_settings(simulation: SimulationSettings) -> None:
+    """ConfigError for settings that cannot work together (checked before anything is built)."""
+    if simulation.checkpoint_interval % simulation.report_interval:
+        raise ConfigError(
+            f"simulation.checkpoint_interval={simulation.checkpoint_interval} is not a multiple of "
+            f"report_interval={simulation.report_interval}; checkpoints must fall on report steps so resumed "
+            "files line up: use e.g. checkpoint_interval: "
+            f"{max(1, simulation.checkpoint_interval // simulation.report_interval) * simulation.report_interval}"
+        )
+    threshold = simulation.force_std_threshold_kj_mol_nm
+    if threshold is not None and simulation.mm_only:
+        raise ConfigError(
+            f"simulation.force_std_threshold_kj_mol_nm={threshold} needs a model but mm_only is true; remove the "
+            "threshold or set mm_only: false"
+        )
+    if threshold is None and simulation.uncertainty_action != "warn":
+        raise ConfigError(
+            f"simulation.uncertainty_action={simulation.uncertainty_action!r} needs "
+            "force_std_threshold_kj_mol_nm (kJ/mol/nm, e.g. 50); set it or use the default action 'warn'"
+        )
+    if threshold is not None and not simulation.report_uncertainty:
+        raise ConfigError(
+            "simulation.force_std_threshold_kj_mol_nm is set but report_uncertainty is false; the guard reads the "
+            "reported uncertainty: set report_uncertainty: true"
+        )
 
-    def __init__(self, total: int, interval: int) -> None:
-        from tqdm import tqdm
 
-        self._bar = tqdm(total=total, unit="step", desc="NNP/MM MD")
-        self._interval = interval
-        self._last = 0
+_RESUME_KEYS_ALLOWED_TO_CHANGE = ("steps", "checkpoint_interval", "torch_threads", "nve_steps")
 
-    def describeNextReport(self, simulation: app.Simulation) -> dict[str, Any]:
-        steps = self._interval - simulation.currentStep % self._interval
-        return {"steps": steps, "periodic": None, "include": []}
 
-    def report(self, simulation: app.Simulation, state: openmm.State) -> None:
-        self._bar.update(simulation.currentStep - self._last)
-        self._last = simulation.currentStep
+def _settings_fingerprint(system_settings: SystemSettings, simulation: SimulationSettings) -> dict[str, Any]:
+    data = simulation.model_dump(mode="json", exclude=set(_RESUME_KEYS_ALLOWED_TO_CHANGE))
+    return {"simulation": data, "system": system_settings.model_dump(mode="json")}
+
+
+class _UncertaintyStopError(Exception):
+    """Raised by the guard's stop action (after the checkpoint); turned into SimulationError by run_md."""
+
+
+@dataclasses.dataclass
+class _Outputs:
+    """Output files of a run and the reporters that write them."""
+
+    folder: Path
+    trajectory: Path
+    log: Path
+    checkpoint: Path
+    reporters: list[Any]
+
+    def flush(self) -> dict[str, Path]:
+        for reporter in self.reporters:
+            if hasattr(reporter, "flush"):
+                reporter.flush()
+        return {self.trajectory.name: self.trajectory, self.log.name: self.log}
 
     def close(self) -> None:
-        self._bar.close()
+        for reporter in self.reporters:
+            if hasattr(reporter, "close"):
+                reporter.close()
+
+
+def _collector(run: RunSystem, folder: Path) -> Callable[[int, openmm.State, MonitorValues], None]:
+    """The 'collect' action: one ``uncertain/frame_<step>.npz`` per frame, and ``uncertain/configurations.h5``
+    (every collected frame's region + point charges, ready for `biomol-nnp label`) rebuilt from them."""
+    from biomol_nnp.qm.configurations import write_configurations
+    from biomol_nnp.qm.sampling import Configuration
+
+    numbers = np.array([a.element.atomic_number if a.element else 0 for a in run.topology.atoms()], dtype=np.int64)
+    region_numbers = numbers[run.ml_atoms]
+    charge = int(round(_region_charge(run)))
+    target = folder / "uncertain"
+
+    def collect(step: int, state: openmm.State, values: MonitorValues) -> None:
+        box = state.getPeriodicBoxVectors(asNumpy=True)
+        frame = target / f"frame_{step:010d}.npz"
+        with atomic_path(frame) as tmp, tmp.open("wb") as handle:
+            np.savez(
+                handle,
+                step=step,
+                positions=state.getPositions(asNumpy=True).value_in_unit(u.nanometer),
+                box=np.zeros((0, 3)) if box is None else box.value_in_unit(u.nanometer),
+                energy_std=values.energy_std,
+                max_force_std=values.max_force_std,
+                region_atoms=np.asarray(run.ml_atoms),
+                region_positions=values.region_positions,
+                mm_positions=values.mm_positions,
+                mm_charges=values.mm_charges,
+                mm_numbers=numbers[values.mm_atoms],
+            )
+        configs = []
+        for path in sorted(target.glob("frame_*.npz")):
+            with np.load(path) as data:
+                configs.append(
+                    Configuration(
+                        region_numbers,
+                        data["region_positions"],
+                        charge,
+                        data["mm_positions"],
+                        data["mm_charges"],
+                        data["mm_numbers"],
+                        source="uncertain-md",
+                        frame=int(data["step"]),
+                    )
+                )
+        write_configurations(configs, target / "configurations.h5")
+
+    return collect
+
+
+def _region_charge(run: RunSystem) -> float:
+    nonbonded = next(f for f in run.mm_system.getForces() if isinstance(f, openmm.NonbondedForce))
+    return sum(nonbonded.getParticleParameters(i)[0].value_in_unit(u.elementary_charge) for i in run.ml_atoms)
+
+
+def _outputs(
+    sim: app.Simulation,
+    run: RunSystem,
+    simulation: SimulationSettings,
+    folder: Path,
+    append: bool,
+    fingerprint: dict[str, Any],
+    progress: bool,
+) -> tuple[_Outputs, NaNGuard, UncertaintyGuard | None]:
+    """Create the reporters in the order the checkpoint logic needs (see `biomol_nnp.simulate.reporters`)."""
+    interval = simulation.report_interval
+    trajectory = folder / f"trajectory.{simulation.trajectory_format}"
+    log = folder / LOG_FILE
+    extend = append and trajectory.exists() and trajectory.stat().st_size > 0
+    traj_reporter: Any = (
+        DCDTrajectoryReporter(trajectory, interval, append=extend)
+        if simulation.trajectory_format == "dcd"
+        else app.XTCReporter(str(trajectory), interval, append=extend)
+    )
+    monitor = ModelMonitor(run.system, uncertainty=simulation.report_uncertainty) if run.ml_atoms else None
+    nan_guard = NaNGuard(interval, folder)
+    log_reporter = LogReporter(
+        log, interval, simulation.steps, run.groups, degrees_of_freedom(run.system), monitor, append=append
+    )
+    outputs = _Outputs(folder, trajectory, log, folder / CHECKPOINT_FILE, [traj_reporter, log_reporter])
+
+    def save() -> None:
+        save_checkpoint(outputs.checkpoint, sim, outputs.flush(), {"settings": fingerprint})
+
+    def stop(step: int, state: openmm.State, values: MonitorValues) -> None:
+        save()
+        write_frame_pdb(folder / f"uncertain_step_{step}.pdb", sim, state)
+        raise _UncertaintyStopError(
+            f"max force std {values.max_force_std:.4g} kJ/mol/nm above the threshold "
+            f"{simulation.force_std_threshold_kj_mol_nm} at step {step}"
+        )
+
+    guard = None
+    if monitor is not None and simulation.force_std_threshold_kj_mol_nm is not None:
+        guard = UncertaintyGuard(
+            interval,
+            monitor,
+            simulation.force_std_threshold_kj_mol_nm,
+            simulation.uncertainty_action,
+            _collector(run, folder),
+            stop,
+        )
+    sim.reporters.extend([nan_guard, traj_reporter, log_reporter])
+    if guard is not None:
+        sim.reporters.append(guard)
+    sim.reporters.append(CheckpointReporter(simulation.checkpoint_interval, save))
+    if progress:
+        bar = ProgressReporter(simulation.steps, interval, sim.currentStep)
+        sim.reporters.append(bar)
+        outputs.reporters.append(bar)
+    return outputs, nan_guard, guard
+
+
+def _start(
+    system_settings: SystemSettings,
+    simulation: SimulationSettings,
+    folder: Path,
+    resume: bool,
+    platform: str,
+    threads: int,
+    minimize_iterations: int,
+) -> tuple[RunSystem, app.Simulation, dict[str, Any] | None]:
+    """Build the System and the Simulation; restore the checkpoint and truncate the files when resuming."""
+    checkpoint_path = folder / CHECKPOINT_FILE
+    checkpoint = load_checkpoint(checkpoint_path) if resume else None
+    fingerprint = _settings_fingerprint(system_settings, simulation)
+    if checkpoint is not None and checkpoint.get("settings") != fingerprint:
+        raise ConfigError(
+            f"the settings differ from those of the checkpointed run in {str(folder)!r} (only "
+            f"{list(_RESUME_KEYS_ALLOWED_TO_CHANGE)} may change on --resume); use the original settings or start a "
+            "new run in another folder"
+        )
+    if checkpoint is not None and checkpoint["step"] >= simulation.steps:
+        raise ConfigError(
+            f"the checkpoint in {str(folder)!r} is at step {checkpoint['step']}, not before simulation.steps="
+            f"{simulation.steps}; raise steps to extend the run"
+        )
+    run = build_run_system(system_settings, simulation)
+    sim = _simulation(
+        run.topology,
+        run.system,
+        run.positions,
+        simulation.timestep_fs,
+        simulation.temperature_k,
+        simulation.friction_per_ps,
+        simulation.seed,
+        platform,
+        threads,
+        0 if resume else minimize_iterations,
+    )
+    if checkpoint is not None:
+        restore_files(checkpoint, folder, run.system.getNumParticles(), run.system.usesPeriodicBoundaryConditions())
+        restore_context(sim, checkpoint)
+        logger.info("resumed from the checkpoint at step %d", checkpoint["step"])
+    else:
+        folder.mkdir(parents=True, exist_ok=True)
+        checkpoint_path.unlink(missing_ok=True)  # a stale checkpoint would not match the new files
+        sim.currentStep = 0
+    return run, sim, checkpoint
 
 
 def run_md(
@@ -307,29 +533,32 @@ def run_md(
     progress: bool = False,
     platform: str = "CPU",
     threads: int = 1,
-    minimize_iterations: int = 50,
+    minimize_iterations: int | None = None,
     mm_benchmark_steps: int = 0,
+    resume: bool = False,
 ) -> RunResult:
-    """Run NNP/MM Langevin MD of the solvated system; write a DCD, a CSV log and ``run.json``.
+    """Run NVT/NPT Langevin MD (NNP/MM or pure MM) with checkpoints; write the trajectory, ``md.csv``, ``run.json``.
 
     Parameters
     ----------
     system_settings : SystemSettings
-        Structure, force field and ML region.
+        Structure, force field and ML region (ignored parts when ``simulation.prepared_dir`` is set).
     simulation : SimulationSettings
-        Model, embedding, steps, time step (fs), temperature (K), friction (1/ps), report interval, seed.
+        Input, model, ensemble, time step, HMR, reporting, checkpoints, uncertainty guard.
     output_dir : path-like
-        Folder for ``trajectory.dcd``, ``md.csv`` and ``run.json`` (created if needed).
+        Folder for ``trajectory.dcd|xtc``, ``md.csv``, ``checkpoint.json``, ``run.json`` (created if needed).
     progress : bool
         Show a progress bar.
     platform : {"CPU", "Reference"}
     threads : int
         CPU platform threads (the model runs with ``simulation.torch_threads``).
-    minimize_iterations : int
-        Energy-minimiser iterations before MD (the minimisation also warms the model up).
+    minimize_iterations : int, optional
+        Minimiser iterations before MD (default ``simulation.minimize_iterations``; none on resume).
     mm_benchmark_steps : int
-        If > 0, also time this many steps of the pure MM System the same way
-        (:func:`benchmark_ns_per_day`) and store it in ``RunResult.mm_ns_per_day``.
+        If > 0, also time this many steps of the pure MM System (:func:`benchmark_ns_per_day`).
+    resume : bool
+        Continue from ``output_dir/checkpoint.json``: files are truncated to the checkpoint, the Context
+        restored (exactly, on the same platform) and the remaining steps run.
 
     Returns
     -------
@@ -337,68 +566,42 @@ def run_md(
 
     Raises
     ------
+    ConfigError
+        Inconsistent settings, ``resume`` without a checkpoint, NPT without a periodic box, no model file.
     SimulationError
-        If the energy becomes NaN.
+        NaN energy or positions (the last good state is saved), or the uncertainty guard's 'stop'.
 
     Examples
     --------
     >>> result = run_md(SystemSettings(), SimulationSettings(model_path="model.pt"), "md")  # doctest: +SKIP
     """
-    output = Path(output_dir)
-    output.mkdir(parents=True, exist_ok=True)
-    topology, mm_system, mixed, ml_atoms, positions = build_mixed_system(system_settings, simulation)
-    sim = _simulation(
-        topology,
-        mixed,
-        positions,
-        simulation.timestep_fs,
-        simulation.temperature_k,
-        simulation.friction_per_ps,
-        simulation.seed,
-        platform,
-        threads,
-        minimize_iterations,
-    )
-    interval = simulation.report_interval
-    trajectory, log = output / TRAJECTORY_FILE, output / LOG_FILE
-    sim.reporters.append(app.DCDReporter(str(trajectory), interval))
-    sim.reporters.append(
-        app.StateDataReporter(
-            str(log),
-            interval,
-            step=True,
-            time=True,
-            potentialEnergy=True,
-            temperature=True,
-            speed=True,
-            separator=",",
-        )
-    )
-    bar = _ProgressReporter(simulation.steps, interval) if progress else None
-    if bar is not None:
-        sim.reporters.append(bar)
+    check_run_settings(simulation)
+    folder = Path(output_dir)
+    iterations = simulation.minimize_iterations if minimize_iterations is None else minimize_iterations
+    run, sim, checkpoint = _start(system_settings, simulation, folder, resume, platform, threads, iterations)
+    fingerprint = _settings_fingerprint(system_settings, simulation)
+    outputs, nan_guard, guard = _outputs(sim, run, simulation, folder, checkpoint is not None, fingerprint, progress)
+    nan_guard.remember(sim)
+    remaining = simulation.steps - sim.currentStep
     try:
-        seconds, ns_per_day = _timed_steps(sim, simulation.steps, simulation.timestep_fs)
+        seconds, ns_per_day = _guarded_steps(sim, remaining, simulation.timestep_fs, nan_guard)
+        save_checkpoint(outputs.checkpoint, sim, outputs.flush(), {"settings": fingerprint})
+    except _UncertaintyStopError as stop:
+        raise SimulationError(
+            f"stopped by the uncertainty guard: {stop}; the checkpoint ({outputs.checkpoint}) and the frame "
+            f"(uncertain_step_*.pdb) are in {str(folder)!r}. Label that frame and retrain (`biomol-nnp active-learn`), "
+            "or raise force_std_threshold_kj_mol_nm"
+        ) from None
     finally:
-        if bar is not None:
-            bar.close()
-        for reporter in sim.reporters:
-            handle = getattr(reporter, "_out", None)
-            if handle is not None and hasattr(handle, "close"):
-                handle.close()
+        outputs.close()
         sim.reporters.clear()
     energy = sim.context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(u.kilojoule_per_mole)
-    if not math.isfinite(energy):
-        raise SimulationError(
-            f"the potential energy is {energy} after {simulation.steps} steps; lower the time "
-            "step or minimise longer"
-        )
     mm_speed = None
     if mm_benchmark_steps > 0:
         mm_speed = benchmark_ns_per_day(
-            mm_system,
-            topology,
-            positions,
+            run.mm_system,
+            run.topology,
+            run.positions,
             mm_benchmark_steps,
             timestep_fs=simulation.timestep_fs,
             temperature_k=simulation.temperature_k,
@@ -406,26 +609,42 @@ def run_md(
             platform=platform,
             threads=threads,
             warmup_steps=0,
-            minimize_iterations=minimize_iterations,
+            minimize_iterations=iterations,
             seed=simulation.seed,
         )
     result = RunResult(
-        trajectory=trajectory,
-        log=log,
-        steps=simulation.steps,
+        trajectory=outputs.trajectory,
+        log=outputs.log,
+        steps=remaining,
         timestep_fs=simulation.timestep_fs,
         wall_seconds=seconds,
         ns_per_day=ns_per_day,
         final_potential_kj_mol=energy,
-        n_ml_atoms=len(ml_atoms),
+        n_ml_atoms=len(run.ml_atoms),
         mm_ns_per_day=mm_speed,
+        final_step=int(sim.currentStep),
+        resumed_from_step=None if checkpoint is None else int(checkpoint["step"]),
+        uncertain_frames=0 if guard is None else guard.count,
+        checkpoint=outputs.checkpoint,
     )
-    write_json_atomic(output / SUMMARY_FILE, result.to_dict())
+    write_json_atomic(folder / SUMMARY_FILE, result.to_dict())
     logger.info(
-        "NNP/MM MD: %d steps in %.2f s, %.3g ns/day%s",
-        simulation.steps,
+        "MD: %d steps in %.2f s, %.3g ns/day%s",
+        remaining,
         seconds,
         ns_per_day,
         f" (pure MM {mm_speed:.3g} ns/day)" if mm_speed else "",
     )
     return result
+
+
+def _guarded_steps(sim: app.Simulation, steps: int, timestep_fs: float, nan_guard: NaNGuard) -> tuple[float, float]:
+    """:func:`_timed_steps` with failures inside the step (model NaN, OpenMM errors) turned into NaNGuard stops."""
+    try:
+        return _timed_steps(sim, steps, timestep_fs)
+    except (_UncertaintyStopError, RunStoppedError):
+        raise
+    except (SimulationError, openmm.OpenMMException, ValueError) as err:
+        cause = err.__cause__ if isinstance(err, SimulationError) and err.__cause__ else err
+        nan_guard.fail(sim, f"the step failed ({cause})")
+        raise  # unreachable: fail raises

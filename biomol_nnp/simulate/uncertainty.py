@@ -16,6 +16,7 @@ Definitions, for members k = 1..K with energies E_k (kJ/mol) and forces F_k,i on
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -156,3 +157,119 @@ def ensemble_uncertainty(
     spread = forces - forces.mean(axis=0, keepdims=True)
     per_atom = np.sqrt((spread**2).sum(axis=2).mean(axis=0))
     return energy_std, float(per_atom.max()) if per_atom.size else 0.0
+
+
+def _computation(force: Any) -> Any:
+    """The computation object of an ``openmm.PythonForce`` (unpickled from its XML serialization)."""
+    import pickle
+    import xml.etree.ElementTree as ElementTree
+
+    import openmm
+
+    function = ElementTree.fromstring(openmm.XmlSerializer.serialize(force)).get("function", "")
+    return pickle.loads(bytes.fromhex(function)) if function else None  # noqa: S301  (a force of this System)
+
+
+@dataclasses.dataclass
+class MonitorValues:
+    """What :class:`ModelMonitor` measures on one frame.
+
+    Attributes
+    ----------
+    vacuum_energy : float
+        Ensemble-mean NNP energy of the region without MM charges, kJ/mol.
+    energy_std, max_force_std : float
+        As :func:`ensemble_uncertainty`, kJ/mol and kJ/mol/nm (NaN when not computed).
+    region_positions : numpy.ndarray, shape (N, 3)
+        Region positions the model saw (whole), nm.
+    mm_positions : numpy.ndarray, shape (M, 3)
+        Imaged MM point-charge positions, nm.
+    mm_charges : numpy.ndarray, shape (M,)
+        Switched MM charges, e.
+    mm_atoms : numpy.ndarray, shape (M,)
+        System indices of those MM atoms.
+    """
+
+    vacuum_energy: float
+    energy_std: float
+    max_force_std: float
+    region_positions: np.ndarray
+    mm_positions: np.ndarray
+    mm_charges: np.ndarray
+    mm_atoms: np.ndarray
+
+
+class ModelMonitor:
+    """Evaluate the model of a System's ``PythonForce`` on whole-System positions: vacuum energy and uncertainty.
+
+    Uses the force's own callback (`biomol_nnp.openmm.backend.ModelForceCallback`, unpickled from the
+    force), so the region, charges and the switched MM environment are exactly those of the simulation.
+
+    Parameters
+    ----------
+    system : openmm.System
+        NNP/MM System holding one model ``PythonForce``.
+    uncertainty : bool
+        Also compute the ensemble uncertainty (one forward pass and K gradients).
+
+    Examples
+    --------
+    >>> monitor = ModelMonitor(system)  # doctest: +SKIP
+    >>> monitor.evaluate(positions_nm, box_nm).max_force_std  # doctest: +SKIP
+    """
+
+    def __init__(self, system: Any, uncertainty: bool = True) -> None:
+        import openmm
+
+        from biomol_nnp.openmm.backend import ModelForceCallback
+
+        callbacks = [_computation(force) for force in system.getForces() if isinstance(force, openmm.PythonForce)]
+        models = [c for c in callbacks if isinstance(c, ModelForceCallback)]
+        if len(models) != 1:
+            raise InputError(
+                f"the System has {len(models)} model forces (PythonForce with a biomol-nnp model); the monitor "
+                "needs exactly one: build the System with MLPotential('biomol-nnp')"
+            )
+        self.callback = models[0]
+        self.uncertainty = bool(uncertainty)
+        self.last: tuple[int, MonitorValues] | None = None
+
+    def evaluate(self, positions_nm: np.ndarray, box_nm: np.ndarray | None) -> MonitorValues:
+        """Values for whole-System positions ``[n_atoms, 3]`` nm and box ``[3, 3]`` nm (None: no PBC)."""
+        from biomol_nnp.openmm.backend import unwrap_periodic
+
+        cb = self.callback
+        if cb._module is None:
+            cb._load()
+        n = len(cb.ml_atoms)
+        positions = np.asarray(positions_nm, dtype=np.float64)[cb.ml_atoms + cb.mm_atoms]
+        box = None
+        if cb.periodic and box_nm is not None:
+            positions = unwrap_periodic(positions, n, cb._anchors(), np.asarray(box_nm, dtype=np.float64))
+            box = torch.from_numpy(np.asarray(box_nm, dtype=np.float64))
+        tensors = torch.from_numpy(positions)
+        with torch.no_grad():
+            mm_pos, mm_q, kept = cb._environment(
+                tensors[:n], tensors[n:], box if box is not None else cb._tensors["no_box"]
+            )
+            empty = torch.zeros((0, 3), dtype=torch.float64)
+            vacuum = float(
+                cb._module(
+                    tensors[:n], cb._tensors["atomic_numbers"], cb._tensors["total_charge"], empty, empty[:, 0], empty
+                )
+            )
+        energy_std = max_force_std = float("nan")
+        if self.uncertainty:
+            energy_std, max_force_std = ensemble_uncertainty(
+                cb._module, tensors[:n], cb.atomic_numbers, cb.total_charge, mm_pos, mm_q, None
+            )
+        mm_index = np.asarray(cb.mm_atoms, dtype=np.int64)[kept.numpy()] if len(cb.mm_atoms) else np.zeros(0, np.int64)
+        return MonitorValues(
+            vacuum,
+            energy_std,
+            max_force_std,
+            positions[:n].copy(),
+            mm_pos.numpy().copy(),
+            mm_q.numpy().copy(),
+            mm_index,
+        )
