@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ import openmm.app as app
 import openmm.unit as u
 
 from biomol_nnp.config import SamplingSystemSettings, SimulationSettings
-from biomol_nnp.exceptions import ConfigError, InputError
+from biomol_nnp.exceptions import ConfigError, InputError, SimulationError
 
 logger = logging.getLogger(__name__)
 
@@ -178,3 +179,14 @@ def build_sampling_system(settings: SamplingSystemSettings) -> SampledSystem:
     )
     mixed = create_mixed_system(topology, system, ml_atoms, simulation)
     return SampledSystem(topology, mixed, positions, "nnp", ml_atoms)
+
+
+def check_finite(simulation: app.Simulation, what: str) -> float:
+    """Potential energy of ``simulation`` (kJ/mol); a NaN/inf stops the run with a :class:`SimulationError`."""
+    energy = simulation.context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(u.kilojoule_per_mole)
+    if not math.isfinite(energy):
+        raise SimulationError(
+            f"{what}: the potential energy is {energy} at step {simulation.currentStep}; lower the time step, "
+            "minimise longer or check the bias/restraint strength"
+        )
+    return float(energy)
