@@ -228,6 +228,7 @@ def _simulation(
     plat, properties = _platform(platform, threads)
     simulation = app.Simulation(topology, system, integrator, plat, properties)
     simulation.context.setPositions(positions)
+    simulation.context.computeVirtualSites()  # link-atom caps of the ML region
     if minimize_iterations > 0:
         simulation.minimizeEnergy(maxIterations=minimize_iterations)
     simulation.context.setVelocitiesToTemperature(temperature_k * u.kelvin, seed)
@@ -333,7 +334,16 @@ def check_run_settings(simulation: SimulationSettings) -> None:
         )
 
 
-_RESUME_KEYS_ALLOWED_TO_CHANGE = ("steps", "checkpoint_interval", "torch_threads", "nve_steps")
+_RESUME_KEYS_ALLOWED_TO_CHANGE = (
+    "steps",
+    "checkpoint_interval",
+    "torch_threads",
+    "force_std_threshold_kj_mol_nm",
+    "uncertainty_action",
+    "nve_steps",
+    "nve_timestep_fs",
+    "nve_report_interval",
+)
 
 
 def _settings_fingerprint(system_settings: SystemSettings, simulation: SimulationSettings) -> dict[str, Any]:
@@ -367,15 +377,17 @@ class _Outputs:
                 reporter.close()
 
 
-def _collector(run: RunSystem, folder: Path) -> Callable[[int, openmm.State, MonitorValues], None]:
+def _collector(
+    run: RunSystem, monitor: ModelMonitor, folder: Path
+) -> Callable[[int, openmm.State, MonitorValues], None]:
     """The 'collect' action: one ``uncertain/frame_<step>.npz`` per frame, and ``uncertain/configurations.h5``
     (every collected frame's region + point charges, ready for `biomol-nnp label`) rebuilt from them."""
     from biomol_nnp.qm.configurations import write_configurations
     from biomol_nnp.qm.sampling import Configuration
 
     numbers = np.array([a.element.atomic_number if a.element else 0 for a in run.topology.atoms()], dtype=np.int64)
-    region_numbers = numbers[run.ml_atoms]
-    charge = int(round(_region_charge(run)))
+    region_numbers = np.asarray(monitor.callback.atomic_numbers, dtype=np.int64)
+    charge = int(round(monitor.callback.total_charge))
     target = folder / "uncertain"
 
     def collect(step: int, state: openmm.State, values: MonitorValues) -> None:
@@ -389,7 +401,7 @@ def _collector(run: RunSystem, folder: Path) -> Callable[[int, openmm.State, Mon
                 box=np.zeros((0, 3)) if box is None else box.value_in_unit(u.nanometer),
                 energy_std=values.energy_std,
                 max_force_std=values.max_force_std,
-                region_atoms=np.asarray(run.ml_atoms),
+                region_atoms=np.asarray(monitor.callback.ml_atoms),
                 region_positions=values.region_positions,
                 mm_positions=values.mm_positions,
                 mm_charges=values.mm_charges,
@@ -413,11 +425,6 @@ def _collector(run: RunSystem, folder: Path) -> Callable[[int, openmm.State, Mon
         write_configurations(configs, target / "configurations.h5")
 
     return collect
-
-
-def _region_charge(run: RunSystem) -> float:
-    nonbonded = next(f for f in run.mm_system.getForces() if isinstance(f, openmm.NonbondedForce))
-    return sum(nonbonded.getParticleParameters(i)[0].value_in_unit(u.elementary_charge) for i in run.ml_atoms)
 
 
 def _outputs(
@@ -464,7 +471,7 @@ def _outputs(
             monitor,
             simulation.force_std_threshold_kj_mol_nm,
             simulation.uncertainty_action,
-            _collector(run, folder),
+            _collector(run, monitor, folder),
             stop,
         )
     sim.reporters.extend([nan_guard, traj_reporter, log_reporter])

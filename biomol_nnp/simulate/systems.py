@@ -11,6 +11,7 @@ and the flat-bottom water restraints keep their own groups (`biomol_nnp.openmm.r
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import logging
@@ -179,6 +180,7 @@ def build_run_system(system_settings: SystemSettings, simulation: SimulationSett
         system, ml_atoms = openmm.XmlSerializer.clone(mm_system), []
     else:
         system = create_mixed_system(topology, mm_system, ml_atoms, simulation)
+        topology, positions = with_link_sites(topology, positions, system)
     if simulation.ensemble == "npt":
         barostat = openmm.MonteCarloBarostat(
             simulation.pressure_bar * u.bar, simulation.temperature_k * u.kelvin, simulation.barostat_interval
@@ -194,6 +196,28 @@ def build_run_system(system_settings: SystemSettings, simulation: SimulationSett
         simulation.ensemble.upper(),
     )
     return RunSystem(topology, mm_system, system, positions, ml_atoms, groups)
+
+
+def with_link_sites(topology: app.Topology, positions: Any, system: openmm.System) -> tuple[app.Topology, Any]:
+    """Topology and positions extended by the link-atom virtual sites the mixed System appended.
+
+    The sites (`biomol_nnp.openmm.link_atoms`) get hydrogens ``V<k>`` in one new chain, as
+    ``add_link_sites`` names them, and placeholder positions that ``Context.computeVirtualSites`` sets.
+    """
+    extra = system.getNumParticles() - topology.getNumAtoms()
+    if extra == 0:
+        return topology, positions
+    if any(not system.isVirtualSite(i) for i in range(topology.getNumAtoms(), system.getNumParticles())):
+        raise InputError(
+            f"the mixed System has {extra} particles more than the topology and they are not virtual sites; "
+            "only link-atom caps may be added"
+        )
+    extended = copy.deepcopy(topology)
+    chain = extended.addChain()
+    for k in range(extra):
+        extended.addAtom(f"V{k}", app.element.hydrogen, extended.addResidue(f"V{k}", chain))
+    values = list(positions.value_in_unit(u.nanometer)) + [openmm.Vec3(0.0, 0.0, 0.0)] * extra
+    return extended, values * u.nanometer
 
 
 def degrees_of_freedom(system: openmm.System) -> int:
