@@ -549,3 +549,64 @@ class UmbrellaSettings(_SamplingRunSettings):
     steps: int = Field(20000, ge=1, description="Sampling steps per window.")
     sample_interval: int = Field(50, ge=1, description="Steps between recorded CV values.")
     bins: int = Field(36, ge=2, description="Bins of the MBAR free-energy profile.")
+
+
+class ReplicaExchangeSettings(_SamplingRunSettings):
+    """Temperature replica exchange or REST2 of a region (openmm.app.ReplicaExchangeSampler).
+
+    >>> ReplicaExchangeSettings(kind="temperature", n_replicas=6).max_temperature_k
+    450.0
+    """
+
+    kind: Literal["temperature", "rest2"] = Field(
+        "rest2",
+        description="'temperature' (replicas at temperatures geometric from temperature_k to max_temperature_k) or "
+        "'rest2' (all at temperature_k, the region's energy scaled as if it were at those temperatures).",
+    )
+    n_replicas: int = Field(4, ge=2, description="Number of replicas (= thermodynamic states).")
+    max_temperature_k: float = Field(450.0, gt=0, description="Highest (effective) temperature of the ladder, K.")
+    iterations: int = Field(100, ge=1, description="Exchange iterations (each runs every replica steps_per_iteration).")
+    steps_per_iteration: int = Field(500, ge=1, description="MD steps of each replica between exchange attempts.")
+    equilibration_steps: int = Field(1000, ge=0, description="MD steps of each replica in its state before sampling.")
+    report_interval: int = Field(
+        1, ge=1, description="Iterations between log, energies, per-state trajectory frames and replica checkpoints."
+    )
+    rest2_region_selection: str | None = Field(
+        None,
+        description="MDAnalysis selection of the REST2 region on system.pdb; default: the ML region (kind 'nnp') or "
+        "system.region_selection / system.region_residues.",
+    )
+    trajectories: bool = Field(True, description="Write one DCD per thermodynamic state (state_<k>.dcd).")
+    max_memory_gb: float | None = Field(
+        None, gt=0, description="Memory the run may use, GB; default 80 % of the memory available now."
+    )
+
+
+class OpesSettings(_SamplingRunSettings):
+    """OPES (openmm-opes) on torsion or distance CVs, the same CV settings as metadynamics.
+
+    >>> OpesSettings(steps=1000).barrier_kj_mol
+    30.0
+    """
+
+    cvs: list[CVSettings] = Field(
+        default_factory=lambda: [
+            CVSettings(name="phi", kind="torsion", atoms=[4, 6, 8, 14], width=0.35),
+            CVSettings(name="psi", kind="torsion", atoms=[6, 8, 14, 16], width=0.35),
+        ],
+        min_length=1,
+        max_length=3,
+        description="1 to 3 CVs (all torsions or all distances); `width` is the initial kernel width, rad or nm.",
+    )
+    steps: int = Field(50000, ge=1, description="MD steps.")
+    barrier_kj_mol: float = Field(30.0, gt=0, description="Free-energy barrier the bias should overcome, kJ/mol.")
+    bias_factor: float | None = Field(None, gt=1, description="Bias factor gamma (default barrier / kT).")
+    explore: bool = Field(False, description="OPES-explore (samples the well-tempered distribution).")
+    frequency: int = Field(500, ge=1, description="Steps between kernel depositions.")
+    adaptive_width: bool = Field(
+        True, description="Kernel widths from the measured CV variance (else the fixed `width` of each CV)."
+    )
+    save_frequency: int = Field(
+        5000, ge=1, description="Steps between OPES state + simulation checkpoints (a multiple of `frequency`)."
+    )
+    report_interval: int = Field(100, ge=1, description="Steps between recorded CV values and bias energies.")
