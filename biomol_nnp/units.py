@@ -44,3 +44,15 @@ ELECTROSTATIC_CONSTANT = 1.602176634e-19**2 * AVOGADRO / (4.0 * math.pi * 8.8541
 
 DEG_TO_RAD = math.pi / 180.0
 RAD_TO_DEG = 180.0 / math.pi
+
+ELEMENTARY_CHARGE_C = 1.602176634e-19
+"""Elementary charge, C (exact, SI 2019)."""
+
+VACUUM_PERMITTIVITY_F_PER_M = 8.8541878128e-12
+"""Vacuum permittivity eps0, F/m (CODATA 2018)."""
+
+BOLTZMANN_J_PER_K = 1.380649e-23
+"""Boltzmann constant, J/K (exact, SI 2019)."""
+
+NM_TO_M = 1e-9
+"""1 nm in m."""
