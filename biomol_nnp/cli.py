@@ -91,15 +91,47 @@ def command_train(args: argparse.Namespace) -> None:
     )
 
 
-def command_run(args: argparse.Namespace) -> None:
-    from biomol_nnp.pipeline import simulate
-
-    settings = load_settings(args.config)
+def _simulation_settings(args: argparse.Namespace) -> PipelineSettings:
+    """Settings of `run` / `check-nve`: CONFIG (positional or -c) with the flag overrides."""
+    settings = load_settings(args.config_file or args.config)
     if args.model:
         settings.simulation.model_path = Path(args.model)
     if args.steps:
-        settings.simulation.steps = args.steps
-    simulate(settings, Path(args.output), progress=not args.no_progress)
+        setattr(settings.simulation, "nve_steps" if args.command == "check-nve" else "steps", args.steps)
+    if args.mm_only:
+        settings.simulation.mm_only = True
+    if args.prepared:
+        settings.simulation.prepared_dir = Path(args.prepared)
+    return settings
+
+
+def command_run(args: argparse.Namespace) -> None:
+    from biomol_nnp.simulate.runner import run_md
+
+    settings = _simulation_settings(args)
+    result = run_md(
+        settings.system,
+        settings.simulation,
+        Path(args.output),
+        progress=not args.no_progress,
+        threads=args.threads,
+        resume=args.resume,
+    )
+    logger.info("run finished at step %d (%.3g ns/day) in %s", result.final_step, result.ns_per_day, args.output)
+
+
+def command_check_nve(args: argparse.Namespace) -> None:
+    from biomol_nnp.simulate.nve import check_nve
+
+    settings = _simulation_settings(args)
+    result = check_nve(settings.system, settings.simulation, Path(args.output), threads=args.threads)
+    logger.info(
+        "NVE drift %.4g kJ/mol/ns/DOF (%.4g kJ/mol/ns), fluctuation %.3g kJ/mol; wrote %s/nve.json",
+        result.drift_kj_mol_ns_dof,
+        result.drift_kj_mol_ns,
+        result.fluctuation_kj_mol,
+        args.output,
+    )
 
 
 def command_refit(args: argparse.Namespace) -> None:
@@ -199,12 +231,22 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--scheduler", help="address of a running Dask scheduler, e.g. tcp://host:8786")
     p.set_defaults(func=command_train)
 
-    p = sub.add_parser("run", help="NNP/MM molecular dynamics with a deployed model")
-    p.add_argument("-c", "--config", help="settings YAML")
-    p.add_argument("-m", "--model", help="deployed model (overrides simulation.model_path)")
-    p.add_argument("-n", "--steps", type=int, help="number of MD steps (overrides simulation.steps)")
-    p.add_argument("-o", "--output", default="md_output", help="folder for trajectory.dcd and log.csv")
-    p.set_defaults(func=command_run)
+    for name, helptext, output in (
+        ("run", "NNP/MM (or pure MM) NVT/NPT molecular dynamics with checkpoints", "md_output"),
+        ("check-nve", "short NVE run: total-energy drift per ns and per degree of freedom", "nve_output"),
+    ):
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument("config_file", nargs="?", metavar="CONFIG", help="settings YAML (`simulation:` section)")
+        p.add_argument("-c", "--config", help="settings YAML (same as CONFIG)")
+        p.add_argument("-m", "--model", help="deployed model (overrides simulation.model_path)")
+        p.add_argument("-n", "--steps", type=int, help="steps (overrides simulation.steps / nve_steps)")
+        p.add_argument("-o", "--output", default=output, help="output folder")
+        p.add_argument("--mm-only", action="store_true", help="pure MM System, no model")
+        p.add_argument("--prepared", help="folder written by `biomol-nnp prepare` (overrides simulation.prepared_dir)")
+        p.add_argument("--threads", type=int, default=1, help="OpenMM CPU threads")
+        if name == "run":
+            p.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoint.json")
+        p.set_defaults(func=command_run if name == "run" else command_check_nve)
 
     p = sub.add_parser("refit", help="fit backbone phi/psi torsions to the model and write frcmod + ffxml")
     p.add_argument("model", help="deployed model.pt")

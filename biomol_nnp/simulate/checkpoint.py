@@ -92,7 +92,7 @@ def dcd_frame_count(path: Path, n_atoms: int, periodic: bool) -> int:
     with path.open("rb") as handle:
         handle.seek(92)
         comments = struct.unpack("<i", handle.read(4))[0]
-    header = 104 + comments + 12
+    header = 104 + comments + 8  # natoms record at 104 + comments, then its end marker
     frame = (48 + 8 if periodic else 0) + 3 * (4 * n_atoms + 8)
     return max(0, (path.stat().st_size - header) // frame)
 
