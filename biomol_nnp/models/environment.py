@@ -11,6 +11,13 @@ same autograd. Each selected molecule is translated by the lattice vector that b
 their minimum image next to the region, exactly as the labelled point charges were placed
 (`biomol_nnp.qm.sampling.select_point_charges`), so the model needs no box.
 
+Neighbour search: :func:`embedding_environment` compares every candidate MM atom with every region
+atom. :func:`candidate_atoms` first keeps, in one O(A) numpy pass, the molecules with an atom inside
+spheres that cover the region (radius grown by the cutoff); only those (a number set by the cutoff
+volume, not by the system size) go to :func:`embedding_environment`, which then selects exactly the
+same molecules, with the same images and weights, as on all MM atoms. A cell list would not be
+cheaper: binning every atom is itself an O(A) pass, and the region is a few compact spheres.
+
 >>> import torch
 >>> region = torch.zeros(1, 3, dtype=torch.float64)
 >>> water = torch.tensor([[0.5, 0.0, 0.0], [0.55, 0.08, 0.0], [0.55, -0.08, 0.0]], dtype=torch.float64)
@@ -20,9 +27,14 @@ their minimum image next to the region, exactly as the labelled point charges we
 [-0.8, 0.4, 0.4]
 """
 
+import numpy as np
 import torch
 
 from biomol_nnp.models.embedding import minimum_image
+from biomol_nnp.qm.sampling import minimum_image as minimum_image_np
+
+COVER_RADIUS_NM = 0.4
+"""Largest radius of the spheres that cover the region in :func:`covering_spheres`, nm."""
 
 
 def molecule_switch(distances: torch.Tensor, cutoff: float, switch_width: float) -> torch.Tensor:
@@ -86,3 +98,91 @@ def embedding_environment(
         shell_min = shell_min.scatter_reduce(0, shell_molecules, shell_atom_min, reduce="amin", include_self=True)
         weights = weights.index_put((shell,), molecule_switch(shell_min[shell_molecules], cutoff, switch_width))
     return imaged, mm_charges.index_select(0, keep) * weights, keep
+
+
+def covering_spheres(region: np.ndarray, radius_nm: float = COVER_RADIUS_NM) -> tuple[np.ndarray, np.ndarray]:
+    """Centres [S, 3] nm (region atoms) and radii [S] nm of spheres that together contain every region atom.
+
+    Greedy farthest-point cover: a new centre is the region atom farthest from the existing ones until every
+    atom is within ``radius_nm`` of a centre; each radius is then that of its assigned atoms.
+
+    >>> centres, radii = covering_spheres(np.array([[0.0, 0.0, 0.0], [0.1, 0.0, 0.0], [2.0, 0.0, 0.0]]))
+    >>> len(centres), radii.tolist()
+    (2, [0.1, 0.0])
+    """
+    region = np.asarray(region, dtype=np.float64)
+    chosen = [0]
+    distance = np.linalg.norm(region - region[0], axis=1)
+    while distance.max() > radius_nm:
+        chosen.append(int(distance.argmax()))
+        distance = np.minimum(distance, np.linalg.norm(region - region[chosen[-1]], axis=1))
+    centres = region[chosen]
+    to_centres = np.linalg.norm(region[:, None, :] - centres[None, :, :], axis=-1)  # [N, S]
+    owner = to_centres.argmin(axis=1)
+    radii = np.zeros(len(centres))
+    np.maximum.at(radii, owner, to_centres[np.arange(len(region)), owner])
+    return centres, radii
+
+
+def box_width(box: np.ndarray) -> float:
+    """Smallest distance between opposite faces of the periodic box [3, 3] nm (rows), nm."""
+    volume = abs(float(np.linalg.det(box)))
+    faces = np.cross(box[[1, 2, 0]], box[[2, 0, 1]])
+    return volume / float(np.linalg.norm(faces, axis=1).max())
+
+
+def candidate_atoms(
+    region: np.ndarray,
+    mm_positions: np.ndarray,
+    molecule_index: np.ndarray,
+    box: np.ndarray | None,
+    cutoff: float,
+) -> np.ndarray:
+    """Sorted indices of the MM atoms of every molecule that may have an atom within ``cutoff`` of the region.
+
+    A superset of the molecules :func:`embedding_environment` keeps, with all their atoms, so calling it on
+    these atoms only gives the same selection, images and weights. Cost: one minimum-image displacement per
+    MM atom (to the region's centroid) plus one distance per atom and covering sphere.
+
+    Parameters
+    ----------
+    region : numpy.ndarray, shape (N, 3)
+        Region positions, nm, whole.
+    mm_positions : numpy.ndarray, shape (A, 3)
+        MM atom positions, nm (may be wrapped atom by atom).
+    molecule_index : numpy.ndarray, shape (A,)
+        Molecule of each MM atom, integers from 0.
+    box : numpy.ndarray, shape (3, 3), or None
+        Periodic box vectors (rows, OpenMM reduced form), nm.
+    cutoff : float
+        Group cutoff, nm.
+
+    Notes
+    -----
+    Under periodic boundaries the pre-filter is exact when the cutoff plus the region's extent around its
+    centroid is below half the smallest box width (:func:`box_width`): an atom then has at most one image
+    that close, and it lies in the reduced cell where the minimum image finds it. A larger region falls back
+    to all atoms.
+    """
+    if len(mm_positions) == 0:
+        return np.zeros(0, dtype=np.int64)
+    centroid = region.mean(axis=0)
+    centres, radii = covering_spheres(region)
+    extent = max(
+        float(np.linalg.norm(region - centroid, axis=1).max()),
+        float((radii + np.linalg.norm(centres - centroid, axis=1)).max()),
+    )
+    reach = extent + cutoff + 1e-9
+    to_centroid = mm_positions - centroid
+    if box is not None:
+        if reach >= 0.5 * box_width(box):
+            return np.arange(len(mm_positions))
+        to_centroid = minimum_image_np(to_centroid, box)
+    near = np.flatnonzero(np.einsum("ij,ij->i", to_centroid, to_centroid) < reach * reach)
+    if len(centres) > 1:  # keep the atoms near one of the covering spheres
+        offsets = to_centroid[near, None, :] + (centroid - centres)[None, :, :]
+        inside = (np.einsum("ksj,ksj->ks", offsets, offsets) < (radii + cutoff + 1e-9) ** 2).any(axis=1)
+        near = near[inside]
+    molecules = np.zeros(int(molecule_index.max()) + 1, dtype=bool)
+    molecules[molecule_index[near]] = True
+    return np.flatnonzero(molecules[molecule_index])

@@ -27,13 +27,16 @@ import openmm.unit as u
 import torch
 
 from biomol_nnp.exceptions import InputError, SimulationError
-from biomol_nnp.models.environment import embedding_environment
+from biomol_nnp.models.environment import candidate_atoms, embedding_environment
 from biomol_nnp.qm.sampling import minimum_image
 
 logger = logging.getLogger(__name__)
 
 BACKENDS = ("python", "torch")
 """Names accepted by :func:`create_force`."""
+
+NNP_FORCE_NAME = "BiomolNNP"
+"""``Force.getName()`` of the model force (NNP energy of the region plus its embedding energy)."""
 
 
 class ModelForceCallback:
@@ -126,6 +129,7 @@ class ModelForceCallback:
         self._module: Any = None
         self._tensors: dict[str, torch.Tensor] = {}
         self._mm_anchors: np.ndarray | None = None
+        self._molecules_np = np.zeros(0, dtype=np.int64)
 
     def particles(self) -> list[int]:
         """System indices of the particles the force acts on: ML atoms, then MM charges."""
@@ -136,6 +140,7 @@ class ModelForceCallback:
         state["_module"] = None
         state["_tensors"] = {}
         state["_mm_anchors"] = None
+        state["_molecules_np"] = np.zeros(0, dtype=np.int64)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -154,6 +159,7 @@ class ModelForceCallback:
             "mm_charges": torch.tensor(self.mm_charges, dtype=torch.float64),
             "no_box": torch.zeros((0, 3), dtype=torch.float64),
         }
+        self._molecules_np = np.asarray(self.mm_molecules, dtype=np.int64)
         logger.debug(
             "loaded %s for %d ML atoms and %d MM charges",
             self.model_path,
@@ -182,27 +188,26 @@ class ModelForceCallback:
             self._load()
         n_ml = len(self.ml_atoms)
         positions = np.asarray(positions_nm, dtype=np.float64)
-        if box_nm is not None:
-            box_nm = np.asarray(box_nm, dtype=np.float64)
-            positions = unwrap_periodic(positions, n_ml, self._anchors(), box_nm)
-            box = torch.from_numpy(box_nm)
-        else:
-            box = self._tensors["no_box"]
+        box_np = None if box_nm is None else np.asarray(box_nm, dtype=np.float64)
+        region, subset, local = local_environment(
+            positions, n_ml, self._anchors(), self._molecules_np, box_np, self.cutoff_nm
+        )
         previous_threads = torch.get_num_threads()
         if previous_threads != self.torch_threads:
             torch.set_num_threads(self.torch_threads)
         try:
-            all_positions = torch.from_numpy(positions).requires_grad_(True)
-            mm_positions, mm_charges, _ = self._environment(all_positions[:n_ml], all_positions[n_ml:], box)
+            region_t = torch.from_numpy(region).requires_grad_(True)
+            local_t = torch.from_numpy(local).requires_grad_(True)
+            mm_positions, mm_charges, _ = self._select(region_t, local_t, subset, box_np)
             energy = self._module(
-                all_positions[:n_ml],
+                region_t,
                 self._tensors["atomic_numbers"],
                 self._tensors["total_charge"],
                 mm_positions,
                 mm_charges,
                 self._tensors["no_box"],
             )
-            (gradient,) = torch.autograd.grad(energy, all_positions, allow_unused=True)
+            gradients = torch.autograd.grad(energy, (region_t, local_t), allow_unused=True)
         finally:
             if previous_threads != self.torch_threads:
                 torch.set_num_threads(previous_threads)
@@ -212,24 +217,48 @@ class ModelForceCallback:
                 f"the model {self.model_path!r} returned energy {value} for the ML region; "
                 "the structure has probably exploded: lower the time step or minimise first"
             )
-        forces = np.zeros_like(positions) if gradient is None else -gradient.detach().numpy()
+        forces = np.zeros_like(positions)
+        if gradients[0] is not None:
+            forces[:n_ml] = -gradients[0].numpy()
+        if gradients[1] is not None:
+            forces[n_ml + subset] = -gradients[1].numpy()
         return value, forces
+
+    def _select(
+        self, region: torch.Tensor, local: torch.Tensor, subset: np.ndarray, box: np.ndarray | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Whole MM molecules within the embedding cutoff, imaged next to the region, charges switched.
+
+        ``local`` holds the candidate MM atoms ``subset`` (:func:`local_environment`), molecules whole;
+        returns imaged positions, switched charges and the kept rows of ``local``.
+        """
+        if len(subset) == 0:
+            return local.reshape(0, 3), self._tensors["mm_charges"][:0], torch.zeros(0, dtype=torch.long)
+        index = torch.from_numpy(subset)
+        return embedding_environment(
+            region,
+            local,
+            self._tensors["mm_charges"].index_select(0, index),
+            self._tensors["mm_molecules"].index_select(0, index),
+            None if box is None else torch.from_numpy(box),
+            self.cutoff_nm,
+            self.switch_width_nm,
+        )
 
     def _environment(
         self, region: torch.Tensor, mm_positions: torch.Tensor, box: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Whole MM molecules within the embedding cutoff, imaged next to the region, charges switched."""
-        if not self.mm_atoms:
-            return mm_positions.reshape(0, 3), self._tensors["mm_charges"], torch.zeros(0, dtype=torch.long)
-        return embedding_environment(
-            region,
-            mm_positions,
-            self._tensors["mm_charges"],
-            self._tensors["mm_molecules"],
-            box if box.shape[0] == 3 else None,
-            self.cutoff_nm,
-            self.switch_width_nm,
+        """:meth:`_select` over all MM atoms ``mm_positions`` [M, 3] nm (molecules whole; ``box`` [3, 3] or
+        empty): imaged positions, switched charges and the kept indices into the M MM atoms."""
+        if self._module is None:
+            self._load()
+        box_np = box.detach().numpy() if box.shape[0] == 3 else None
+        subset = candidate_atoms(
+            region.detach().numpy(), mm_positions.detach().numpy(), self._molecules_np, box_np, self.cutoff_nm
         )
+        index = torch.from_numpy(subset)
+        imaged, charges, kept = self._select(region, mm_positions.index_select(0, index), subset, box_np)
+        return imaged, charges, index[kept]
 
     def _anchors(self) -> np.ndarray:
         """Anchor atom of each MM atom's molecule, cached (not pickled: rebuilt after loading)."""
@@ -262,6 +291,50 @@ def whole_molecules(positions: np.ndarray, anchors: np.ndarray, box: np.ndarray)
     return anchor + minimum_image(positions - anchor, box)
 
 
+def local_environment(
+    positions: np.ndarray,
+    n_region: int,
+    anchors: np.ndarray,
+    molecules: np.ndarray,
+    box: np.ndarray | None,
+    cutoff: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The region and the MM molecules that may see it, each made whole: what an embedding callback needs.
+
+    Parameters
+    ----------
+    positions : numpy.ndarray, shape (N + M, 3)
+        Region atoms then MM atoms, nm (possibly wrapped atom by atom).
+    n_region : int
+        N.
+    anchors, molecules : numpy.ndarray, shape (M,)
+        :func:`molecule_anchors` and the molecule index (from 0) of each MM atom.
+    box : numpy.ndarray, shape (3, 3), or None
+        Periodic box (rows), nm.
+    cutoff : float
+        Group cutoff of the embedding, nm.
+
+    Returns
+    -------
+    region : numpy.ndarray, shape (N, 3)
+        Region made whole (minimum image relative to its first atom), nm.
+    subset : numpy.ndarray, shape (K,)
+        Sorted indices (into the M MM atoms) of every atom of each molecule that may be within ``cutoff``
+        (:func:`biomol_nnp.models.environment.candidate_atoms`, one O(M) pass).
+    local : numpy.ndarray, shape (K, 3)
+        Their positions with each molecule whole (:func:`whole_molecules`), nm.
+    """
+    region = np.array(positions[:n_region], dtype=np.float64)
+    mm = positions[n_region:]
+    if box is not None:
+        region = region[0] + minimum_image(region - region[0], box)
+    subset = candidate_atoms(region, mm, molecules, box, cutoff)
+    local = np.array(mm[subset], dtype=np.float64)
+    if box is not None and len(subset):  # whole molecules are in the subset, so are their anchors
+        local = whole_molecules(local, np.searchsorted(subset, anchors[subset]), box)
+    return region, subset, local
+
+
 def unwrap_periodic(positions: np.ndarray, n_region: int, anchors: np.ndarray, box: np.ndarray) -> np.ndarray:
     """A copy of ``positions`` [n_region + M, 3] nm with the region whole (minimum image relative to its first
     atom) and each of the M MM molecules whole (:func:`whole_molecules`); every shift is a lattice vector."""
@@ -273,7 +346,22 @@ def unwrap_periodic(positions: np.ndarray, n_region: int, anchors: np.ndarray, b
     return out
 
 
-def make_force(callback: ModelForceCallback, force_group: int = 0, name: str = "BiomolNNP") -> openmm.PythonForce:
+def force_callback(force: openmm.PythonForce) -> Any:
+    """A copy of the computation a ``PythonForce`` runs (e.g. its :class:`ModelForceCallback`).
+
+    ``PythonForce.getPickledFunction`` returns a SWIG pointer in OpenMM 8.6, so the pickle is read from the
+    force's XML. Unpickling runs code: use it on forces built by this package only.
+    """
+    import pickle
+    import re
+
+    found = re.search(r'function="([0-9a-fA-F]+)"', openmm.XmlSerializer.serialize(force))
+    if found is None:
+        raise InputError(f"force {force.getName()!r} has no pickled computation in its XML; is it a PythonForce?")
+    return pickle.loads(bytes.fromhex(found.group(1)))  # noqa: S301  (our own force)
+
+
+def make_force(callback: ModelForceCallback, force_group: int = 0, name: str = NNP_FORCE_NAME) -> openmm.PythonForce:
     """An ``openmm.PythonForce`` running ``callback`` on its particles, in ``force_group``."""
     force = openmm.PythonForce(callback)
     force.setParticles(callback.particles())

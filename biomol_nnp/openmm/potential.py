@@ -62,9 +62,7 @@ class BiomolNNPPotentialImplFactory(MLPotentialImplFactory):
     def createImpl(self, name: str, **args: Any) -> BiomolNNPPotentialImpl:
         unknown = sorted(set(args) - set(KNOWN_ARGS))
         if unknown:
-            raise InputError(
-                f"MLPotential({name!r}) got unknown arguments {unknown}; allowed: {list(KNOWN_ARGS)}"
-            )
+            raise InputError(f"MLPotential({name!r}) got unknown arguments {unknown}; allowed: {list(KNOWN_ARGS)}")
         if "modelPath" not in args:
             raise InputError(f"MLPotential({name!r}) needs modelPath=, the path of a deployed model.pt")
         return BiomolNNPPotentialImpl(
@@ -95,9 +93,7 @@ class BiomolNNPPotentialImpl(MLPotentialImpl):
     [1, 6, 7, 8]
     """
 
-    def __init__(
-        self, model_path: str | os.PathLike, torch_threads: int = 1, backend: str = "python"
-    ) -> None:
+    def __init__(self, model_path: str | os.PathLike, torch_threads: int = 1, backend: str = "python") -> None:
         self.model_path = Path(model_path).resolve()
         _, self.metadata = load_model(self.model_path)
         self.torch_threads = int(torch_threads)
@@ -168,9 +164,7 @@ class BiomolNNPPotentialImpl(MLPotentialImpl):
         periodic = system.usesPeriodicBoundaryConditions() or topology.getPeriodicBoxVectors() is not None
         force = self.make_force(topology, atom_list, total_charge, [], [], periodic, forceGroup)
         system.addForce(force)
-        logger.info(
-            "added biomol-nnp vacuum potential for %d atoms (total charge %g e)", len(atom_list), total_charge
-        )
+        logger.info("added biomol-nnp vacuum potential for %d atoms (total charge %g e)", len(atom_list), total_charge)
 
     def getMLLongRange(self) -> bool:
         """The model is local (finite cutoffs): no long-range ML interactions."""

@@ -7,8 +7,9 @@ set of region atoms (equal weights), with ``d`` the oxygen-centroid distance:
 - region waters: ``E = k/2 * max(0, d - R)^2`` (zero inside the sphere of radius ``R``);
 - MM waters: ``E = k/2 * max(0, R_MM - d)^2`` (zero outside the sphere of radius ``R_MM``).
 
-Each term is in its own force group, so the restraint energy is reported as its own term
-(``context.getState(getEnergy=True, groups={group})``).
+Each term is in its own force group (``REGION_WATER_GROUP``, ``MM_WATER_GROUP``) and has its own name
+(``RESTRAINT_NAMES``), so the restraint energy is reported as its own term
+(:func:`biomol_nnp.openmm.energy_terms.energy_terms`, or ``context.getState(getEnergy=True, groups={group})``).
 
 >>> region_force, mm_force = add_water_restraints(system, topology, [412, 415], ala_atoms,
 ...                                               radius_nm=0.6, k=1000.0)  # doctest: +SKIP
@@ -34,6 +35,15 @@ REGION_WATER_GROUP = 29
 
 MM_WATER_GROUP = 30
 """Default force group of the MM-water restraint."""
+
+REGION_WATER_RESTRAINT_NAME = "RegionWaterRestraint"
+"""``Force.getName()`` of the restraint keeping region waters inside the sphere."""
+
+MM_WATER_RESTRAINT_NAME = "MMWaterRestraint"
+"""``Force.getName()`` of the restraint keeping MM waters outside the sphere."""
+
+RESTRAINT_NAMES = (REGION_WATER_RESTRAINT_NAME, MM_WATER_RESTRAINT_NAME)
+"""Names of both restraint forces (reporters: :func:`biomol_nnp.openmm.energy_terms.energy_terms`)."""
 
 
 def _water_oxygens(topology: openmm.app.Topology) -> list[int]:
@@ -149,7 +159,7 @@ def add_water_restraints(
         periodic,
         region_group,
     )
-    region_force.setName("RegionWaterRestraint")
+    region_force.setName(REGION_WATER_RESTRAINT_NAME)
     mm_force = _flat_bottom_force(
         "0.5*k_restraint*max(0, r_restraint - distance(g1, g2))^2",
         region_centre_atoms,
@@ -159,7 +169,7 @@ def add_water_restraints(
         periodic,
         mm_group,
     )
-    mm_force.setName("MMWaterRestraint")
+    mm_force.setName(MM_WATER_RESTRAINT_NAME)
     system.addForce(region_force)
     system.addForce(mm_force)
     logger.info(

@@ -42,8 +42,8 @@ from openmmml.mlpotential import MLPotentialImpl, MLPotentialImplFactory
 
 from biomol_nnp.config import LabelSettings
 from biomol_nnp.exceptions import InputError, SimulationError
-from biomol_nnp.models.environment import embedding_environment
-from biomol_nnp.openmm.backend import molecule_anchors, unwrap_periodic
+from biomol_nnp.models.environment import candidate_atoms, embedding_environment
+from biomol_nnp.openmm.backend import local_environment, molecule_anchors
 from biomol_nnp.units import ELECTROSTATIC_CONSTANT
 
 logger = logging.getLogger(__name__)
@@ -56,6 +56,8 @@ DEFAULT_EMBEDDING_CUTOFF_NM = 1.0
 """Group cutoff of the MM molecules xtb sees (the NNP default, ``ModelSettings.embedding_cutoff_nm``)."""
 DEFAULT_SWITCH_WIDTH_NM = 0.1
 """Width of the molecule switch below the cutoff (``ModelSettings.embedding_switch_width_nm``)."""
+XTB_FORCE_NAME = "GFN2-xTB"
+"""``Force.getName()`` of the GFN2-xTB/MM force."""
 SWITCH_ESP_DAMPING_NM = 0.03
 """Damping length ``a`` of ``erf(r/a)/r`` in the Mulliken-charge potential used for the switch force."""
 
@@ -147,6 +149,7 @@ class XTBForceCallback:
         self.settings = dict(settings or {})
         self.last_result: Any = None
         self._mm_anchors: np.ndarray | None = None
+        self._mm_molecules_np: np.ndarray | None = None
 
     def particles(self) -> list[int]:
         """System indices of the particles the force acts on: region atoms, then MM charges."""
@@ -156,6 +159,7 @@ class XTBForceCallback:
         state = self.__dict__.copy()
         state["last_result"] = None
         state["_mm_anchors"] = None
+        state["_mm_molecules_np"] = None
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -167,40 +171,54 @@ class XTBForceCallback:
             self._mm_anchors = molecule_anchors(self.mm_molecules)
         return self._mm_anchors
 
+    def _molecules(self) -> np.ndarray:
+        """Molecule index of each MM atom, cached as an array."""
+        if self._mm_molecules_np is None:
+            self._mm_molecules_np = np.asarray(self.mm_molecules, dtype=np.int64)
+        return self._mm_molecules_np
+
     def environment(
         self, region: np.ndarray, mm_positions: np.ndarray, box: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Selected MM atoms: candidate index ``[K]``, imaged positions ``[K,3]`` nm and switch weights ``[K]``.
 
-        Uses :func:`biomol_nnp.models.environment.embedding_environment` (the NNP's selection, in its
-        order) with unit charges, so the switched charges are the weights.
+        ``mm_positions`` holds every MM atom with molecules whole. Uses the NNP's selection
+        (:func:`biomol_nnp.models.environment.candidate_atoms` then
+        :func:`~biomol_nnp.models.environment.embedding_environment`, in its order).
         """
-        if not self.mm_atoms:
+        subset = candidate_atoms(region, mm_positions, self._molecules(), box, self.cutoff_nm)
+        return self._select(region, mm_positions[subset], subset, box)
+
+    def _select(
+        self, region: np.ndarray, local: np.ndarray, subset: np.ndarray, box: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`environment` on the candidate atoms ``subset`` at ``local`` (unit charges: the switched
+        charges are the weights)."""
+        if len(subset) == 0:
             return np.zeros(0, dtype=np.int64), np.zeros((0, 3)), np.zeros(0)
         with torch.no_grad():
             imaged, weights, kept = embedding_environment(
                 torch.from_numpy(region),
-                torch.from_numpy(mm_positions),
-                torch.ones(len(self.mm_atoms), dtype=torch.float64),
-                torch.tensor(self.mm_molecules, dtype=torch.int64),
+                torch.from_numpy(local),
+                torch.ones(len(subset), dtype=torch.float64),
+                torch.from_numpy(self._molecules()[subset]),
                 None if box is None else torch.from_numpy(box),
                 self.cutoff_nm,
                 self.switch_width_nm,
             )
-        return kept.numpy(), imaged.numpy(), weights.numpy()
+        return subset[kept.numpy()], imaged.numpy(), weights.numpy()
 
     def compute(self, positions_nm: np.ndarray, box_nm: np.ndarray | None) -> tuple[float, np.ndarray]:
         """Energy (kJ/mol) and forces ``[N+M,3]`` (kJ/mol/nm) for the particles of :meth:`particles`."""
         from biomol_nnp.qm.xtb_engine import XTBEngine
 
         n_qm = len(self.qm_atoms)
-        positions = np.array(positions_nm, dtype=np.float64)
+        positions = np.asarray(positions_nm, dtype=np.float64)
         box = None if box_nm is None else np.asarray(box_nm, dtype=np.float64)
-        if box is not None:
-            positions = unwrap_periodic(positions, n_qm, self._anchors(), box)
-        region = positions[:n_qm]
-        mm = positions[n_qm:]
-        kept, imaged, weights = self.environment(region, mm, box)
+        region, subset, local = local_environment(
+            positions, n_qm, self._anchors(), self._molecules(), box, self.cutoff_nm
+        )
+        kept, imaged, weights = self._select(region, local, subset, box)
         used = weights > 0.0  # molecules exactly at the cutoff add nothing
         kept = kept[used]
         engine = XTBEngine(LabelSettings.model_validate(self.settings))
@@ -221,13 +239,22 @@ class XTBForceCallback:
         if len(kept):
             np.add.at(forces, n_qm + kept, result.mm_forces)
             if bool((weights < 1.0).any()):
-                forces += self._switch_forces(region, mm, box, imaged, result.charges)
+                region_forces, local_forces = self._switch_forces(region, local, subset, box, imaged, result.charges)
+                forces[:n_qm] += region_forces
+                forces[n_qm + subset] += local_forces
         return float(result.energy), forces
 
     def _switch_forces(
-        self, region: np.ndarray, mm: np.ndarray, box: np.ndarray | None, imaged: np.ndarray, qm_charges: np.ndarray
-    ) -> np.ndarray:
-        """Forces through the switch weights: ``-grad sum_B phi_B q_B w_B(R)`` with ``phi_B`` held fixed.
+        self,
+        region: np.ndarray,
+        local: np.ndarray,
+        subset: np.ndarray,
+        box: np.ndarray | None,
+        imaged: np.ndarray,
+        qm_charges: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Forces (region ``[N,3]``, candidates ``[K,3]``) through the switch weights:
+        ``-grad sum_B phi_B q_B w_B(R)`` with ``phi_B`` held fixed.
 
         ``phi_B`` (kJ/mol/e) approximates ``dE/dq'_B`` by the damped Coulomb potential of the QM Mulliken
         charges at the imaged ``r_B`` (module docstring). Atoms of molecules with ``w = 1`` have no weight
@@ -245,26 +272,26 @@ class XTBForceCallback:
             )
             potential = ELECTROSTATIC_CONSTANT * kernel @ torch.from_numpy(np.asarray(qm_charges, dtype=np.float64))
         region_t = torch.from_numpy(region.copy()).requires_grad_(True)
-        mm_t = torch.from_numpy(mm.copy()).requires_grad_(True)
+        local_t = torch.from_numpy(local.copy()).requires_grad_(True)
         _, switched, _ = embedding_environment(
             region_t,
-            mm_t,
-            torch.tensor(self.mm_charges, dtype=torch.float64),
-            torch.tensor(self.mm_molecules, dtype=torch.int64),
+            local_t,
+            torch.tensor(self.mm_charges, dtype=torch.float64)[torch.from_numpy(subset)],
+            torch.from_numpy(self._molecules()[subset]),
             None if box is None else torch.from_numpy(box),
             self.cutoff_nm,
             self.switch_width_nm,
         )
-        forces = np.zeros((len(region) + len(mm), 3))
+        region_forces, local_forces = np.zeros_like(region), np.zeros_like(local)
         surrogate = (switched * potential).sum()
         if not surrogate.requires_grad:
-            return forces
-        grad_region, grad_mm = torch.autograd.grad(surrogate, (region_t, mm_t), allow_unused=True)
+            return region_forces, local_forces
+        grad_region, grad_local = torch.autograd.grad(surrogate, (region_t, local_t), allow_unused=True)
         if grad_region is not None:
-            forces[: len(region)] = -grad_region.numpy()
-        if grad_mm is not None:
-            forces[len(region) :] = -grad_mm.numpy()
-        return forces
+            region_forces = -grad_region.numpy()
+        if grad_local is not None:
+            local_forces = -grad_local.numpy()
+        return region_forces, local_forces
 
     def __call__(self, state: openmm.State) -> tuple[float, np.ndarray]:
         """PythonForce entry point: read positions (nm) and box from ``state``, return energy and forces."""
@@ -353,7 +380,7 @@ class XTBPotentialImpl(MLPotentialImpl):
         force.setParticles(callback.particles())
         force.setUsesPeriodicBoundaryConditions(callback.periodic)
         force.setForceGroup(force_group)
-        force.setName("GFN2-xTB")
+        force.setName(XTB_FORCE_NAME)
         return force
 
     def addForces(

@@ -10,7 +10,14 @@ import pytest
 
 from biomol_nnp.config import SYSTEMS_DIR
 from biomol_nnp.exceptions import InputError
-from biomol_nnp.openmm.restraints import MM_WATER_GROUP, REGION_WATER_GROUP, add_water_restraints
+from biomol_nnp.openmm.energy_terms import energy_terms, group_energies
+from biomol_nnp.openmm.restraints import (
+    MM_WATER_GROUP,
+    MM_WATER_RESTRAINT_NAME,
+    REGION_WATER_GROUP,
+    REGION_WATER_RESTRAINT_NAME,
+    add_water_restraints,
+)
 
 KJ = u.kilojoule_per_mole
 RADIUS = 0.5
@@ -73,6 +80,30 @@ def test_violations_give_exact_energy_per_group(restrained):
     x = positions((0.3, RADIUS + 0.2), (RADIUS - 0.15, 0.9))
     assert energy(restrained, x, {REGION_WATER_GROUP}) == pytest.approx(0.5 * K * 0.2**2, rel=1e-12)
     assert energy(restrained, x, {MM_WATER_GROUP}) == pytest.approx(0.5 * K * 0.15**2, rel=1e-12)
+
+
+def test_restraint_energy_reported_as_its_own_term():
+    """energy_terms names each restraint group; the terms sum to the total; a Simulation works too."""
+    topology, system, oxygens = toy_system()
+    bond = openmm.HarmonicBondForce()
+    bond.addBond(0, 1, 0.12, 5000.0)  # an "MM" term in group 0
+    system.addForce(bond)
+    add_water_restraints(system, topology, oxygens[:2], [0, 1], RADIUS, K)
+    simulation = app.Simulation(
+        topology, system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference")
+    )
+    simulation.context.setPositions(positions((0.3, RADIUS + 0.2), (RADIUS - 0.15, 0.9)))
+    terms = energy_terms(simulation)
+    assert set(terms) == {"HarmonicBondForce", REGION_WATER_RESTRAINT_NAME, MM_WATER_RESTRAINT_NAME}
+    assert terms[REGION_WATER_RESTRAINT_NAME] == pytest.approx(0.5 * K * 0.2**2, rel=1e-12)
+    assert terms[MM_WATER_RESTRAINT_NAME] == pytest.approx(0.5 * K * 0.15**2, rel=1e-12)
+    assert terms["HarmonicBondForce"] == pytest.approx(0.5 * 5000.0 * 0.02**2, rel=1e-9)
+    assert sum(terms.values()) == pytest.approx(
+        energy(simulation.context, simulation.context.getState(getPositions=True).getPositions()), rel=1e-12
+    )
+    assert set(group_energies(simulation.context)) == {0, REGION_WATER_GROUP, MM_WATER_GROUP}
+    with pytest.raises(TypeError, match="openmm.Context or an openmm.app.Simulation"):
+        energy_terms(system)
 
 
 def test_forces_match_finite_differences_when_violated(restrained):

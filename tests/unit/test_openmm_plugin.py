@@ -15,7 +15,7 @@ from openmmml import MLPotential
 
 from biomol_nnp.config import SYSTEMS_DIR
 from biomol_nnp.exceptions import InputError, ModelFileError
-from biomol_nnp.openmm.backend import ModelForceCallback, create_force
+from biomol_nnp.openmm.backend import NNP_FORCE_NAME, ModelForceCallback, create_force, force_callback
 from biomol_nnp.openmm.potential import BiomolNNPPotentialImpl
 from tests.toy_models import make_toy_model
 
@@ -143,3 +143,13 @@ def test_force_survives_xml_and_deepcopy(toy_path):
     clone = openmm.XmlSerializer.deserialize(openmm.XmlSerializer.serialize(force))
     assert list(clone.getParticles()) == [0, 1, 3]
     copy.deepcopy(force)
+
+
+def test_force_callback_reads_the_computation_back(toy_path):
+    force = create_force(toy_path, [0, 1], [1, 1], 0.0, mm_atoms=[2, 3], mm_charges=[0.0, 0.5], force_group=3)
+    callback = force_callback(force)
+    assert isinstance(callback, ModelForceCallback)
+    assert force.getName() == NNP_FORCE_NAME and force.getForceGroup() == 3
+    assert callback.particles() == [0, 1, 3]  # the zero charge is dropped
+    with pytest.raises(InputError, match="no pickled computation"):
+        force_callback(openmm.HarmonicBondForce())
