@@ -143,7 +143,8 @@ def command_refit(args: argparse.Namespace) -> None:
 
 def command_prepare(args: argparse.Namespace) -> None:
     from biomol_nnp.config import PrepareSettings
-    from biomol_nnp.prepare import prepare
+    from biomol_nnp.exceptions import InputError
+    from biomol_nnp.prepare import build_peptide, prepare
 
     settings = PrepareSettings.from_yaml(args.config) if args.config else PrepareSettings()
     overrides = {
@@ -165,7 +166,10 @@ def command_prepare(args: argparse.Namespace) -> None:
         settings.keep_water = False
     if args.atoms_only:
         settings.whole_residues = False
-    prepared = prepare(Path(args.pdb), Path(args.output), settings)
+    if (args.pdb is None) == (args.sequence is None):
+        raise InputError("give either a PDB file or --sequence (a peptide built with tleap), not both or neither")
+    pdb = Path(args.pdb) if args.pdb else build_peptide(args.sequence, Path(args.output) / "sequence.pdb")
+    prepared = prepare(pdb, Path(args.output), settings)
     logger.info("wrote %s", ", ".join(str(path) for path in prepared.files.values()))
 
 
@@ -260,7 +264,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="PDBFixer + Modeller + amber14/charmm36: writes system.xml, topology.pdb, region.json "
         "(with --region) and prepare.yaml into OUTPUT. Flags override the settings file.",
     )
-    p.add_argument("pdb", help="input structure (PDB or PDBx/mmCIF)")
+    p.add_argument("pdb", nargs="?", help="input structure (PDB or PDBx/mmCIF); omit with --sequence")
+    p.add_argument(
+        "--sequence",
+        help="build a peptide with tleap instead of reading a PDB: one-letter codes (ACE/NME caps added) or "
+        "three-letter names, e.g. 'ACE ALA GLY NME' (needs the 'build' extra)",
+    )
     p.add_argument("-c", "--config", help="PrepareSettings YAML (default: built-in defaults)")
     p.add_argument("-o", "--output", default="prepared", help="output folder")
     p.add_argument("--forcefield", choices=["amber14", "charmm36"], help="force field (default amber14)")

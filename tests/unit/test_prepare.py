@@ -14,7 +14,7 @@ from openmm import app, unit
 from biomol_nnp.cli import main
 from biomol_nnp.config import SYSTEMS_DIR, PrepareSettings
 from biomol_nnp.exceptions import ConfigError, InputError
-from biomol_nnp.prepare import prepare, select_region
+from biomol_nnp.prepare import build_peptide, find_tleap, malformed_pdb_line, peptide_residues, prepare, select_region
 
 datafiles = pytest.importorskip("MDAnalysisTests.datafiles")
 ADK_PDB = Path(datafiles.PDB_small)  # adenylate kinase, open state (4AKE), CHARMM names, with hydrogens
@@ -179,6 +179,46 @@ def test_adk_full_solvation(tmp_path):
     assert prepared.region is not None and len(prepared.region.residues) == 6
 
 
+def test_trpzip2_from_mdanalysis_tests(tmp_path):
+    """TrpZip2 (SWTWENGKWTWK-NH2, Amber names, truncated-octahedron MD frame): protein out, prepared in vacuum."""
+    import MDAnalysis
+
+    universe = MDAnalysis.Universe(datafiles.PRM7, datafiles.NCDFtruncoct)
+    pdb = tmp_path / "tz2.pdb"
+    with pytest.warns(UserWarning):  # MDAnalysis fills PDB fields Amber files lack
+        universe.select_atoms("protein or resname NHE").write(str(pdb))
+    prepared = prepare(pdb, tmp_path / "out", PrepareSettings(solvate=False, region_selection="protein and resid 5-8"))
+    names = [res.name for res in prepared.topology.residues()]
+    assert names[:4] == ["SER", "TRP", "THR", "TRP"] and names[-1] == "NH2"  # Amber's NHE is the PDB's NH2
+    assert total_charge(prepared.system) == pytest.approx(2.0, abs=1e-4)  # N-terminus + 2 Lys - Glu
+    assert prepared.region is not None and [r["name"] for r in prepared.region.residues] == ["GLU", "ASN", "GLY", "LYS"]
+    assert prepared.region.charge == pytest.approx(0.0, abs=1e-6)
+    reloaded = openmm.XmlSerializer.deserialize((tmp_path / "out" / "system.xml").read_text())
+    assert energy(reloaded, prepared.positions) == pytest.approx(energy(prepared.system, prepared.positions), rel=1e-9)
+
+
+def test_peptide_sequences_parse():
+    assert peptide_residues("gw", caps=False) == ["GLY", "TRP"]
+    assert peptide_residues("ACE HIP NME") == ["ACE", "HIP", "NME"]
+    with pytest.raises(InputError, match=r"sequence 'AXZ' is not a peptide sequence \(unknown one-letter codes"):
+        peptide_residues("AXZ")
+
+
+@pytest.mark.skipif(find_tleap() is None, reason="tleap not installed: pip install -c constraints.txt -e .[build]")
+def test_peptide_from_sequence_with_tleap(tmp_path):
+    pdb = build_peptide("AGS", tmp_path / "ags.pdb")
+    prepared = prepare(pdb, tmp_path / "out", PrepareSettings(solvate=False, region_selection="resname GLY"))
+    assert [res.name for res in prepared.topology.residues()] == ["ACE", "ALA", "GLY", "SER", "NME"]
+    assert total_charge(prepared.system) == pytest.approx(0.0, abs=1e-4)
+    assert prepared.region is not None and len(prepared.region.atom_indices) == 7
+
+
+def test_missing_tleap_is_explained(tmp_path, monkeypatch):
+    monkeypatch.setattr("biomol_nnp.prepare.find_tleap", lambda: None)
+    with pytest.raises(InputError, match=r"needs tleap, which is not installed; .*pip install -c constraints.txt"):
+        build_peptide("AA", tmp_path / "aa.pdb")
+
+
 # ----------------------------------------------------------------------------------------- region selection
 
 
@@ -225,8 +265,22 @@ def test_missing_pdb(tmp_path):
 def test_malformed_pdb(tmp_path):
     bad = tmp_path / "bad.pdb"
     bad.write_text("ATOM      1  N   ALA A   1      xx.xxx   0.000   0.000  1.00  0.00           N\nEND\n")
-    with pytest.raises(InputError, match="cannot read PDB file .*bad.pdb"):
+    with pytest.raises(InputError, match=r"cannot read PDB file .*bad.pdb.*\nline 1: ATOM record: x \(columns 31-38\)"):
         prepare(bad, tmp_path / "out", PrepareSettings())
+
+
+def test_malformed_pdb_names_the_line_and_its_content(tmp_path):
+    """A real file with one corrupted coordinate deep inside: the message gives line number, field and text."""
+    lines = DIPEPTIDE_PDB.read_text().splitlines()
+    number = next(k for k, line in enumerate(lines) if line.startswith("ATOM") and line[12:16].strip() == "CB")
+    lines[number] = lines[number][:38] + "  1.2.3 " + lines[number][46:]
+    bad = tmp_path / "bad.pdb"
+    bad.write_text("\n".join(lines) + "\n")
+    expected = rf"line {number + 1}: ATOM record: y \(columns 39-46\) is '  1.2.3 ', not a number: 'ATOM .* CB  ALA"
+    assert malformed_pdb_line(bad) is not None
+    with pytest.raises(InputError, match=expected):
+        prepare(bad, tmp_path / "out", PrepareSettings())
+    assert malformed_pdb_line(DIPEPTIDE_PDB) is None
 
 
 def test_cutoff_longer_than_half_the_box(tmp_path):
@@ -234,10 +288,23 @@ def test_cutoff_longer_than_half_the_box(tmp_path):
         prepare(DIPEPTIDE_PDB, tmp_path, PrepareSettings(padding_nm=0.5, nonbonded_cutoff_nm=1.2))
 
 
-def test_template_failure_has_openmm_diagnosis_and_hint(tmp_path):
+def test_charmm36_capped_dipeptide_ambiguity_is_explained(tmp_path):
     """CHARMM36 in OpenMM has two templates for a capped alanine (ALAD and ACE+ALA+NME): a clear error."""
-    with pytest.raises(InputError, match=r"(?s)cannot .* with charmm36: .*template.*Hint: .*remove_heterogens"):
+    with pytest.raises(
+        InputError, match=r"(?s)cannot .* with charmm36: Multiple non-identical.*ALAD.*Hint: .*Use forcefield 'amber14'"
+    ):
         prepare(DIPEPTIDE_PDB, tmp_path, PrepareSettings(forcefield="charmm36", padding_nm=1.0))
+
+
+def test_residue_without_template_has_openmm_diagnosis_and_hint(tmp_path):
+    """A ligand kept in the structure (remove_heterogens off): OpenMM's diagnosis plus our hint."""
+    lines = [line for line in DIPEPTIDE_PDB.read_text().splitlines() if line.startswith(("ATOM", "HETATM"))]
+    ligand = "HETATM  999  C1  LIG B   1       5.000   5.000   5.000  1.00  0.00           C"
+    pdb = tmp_path / "with_ligand.pdb"
+    pdb.write_text("\n".join([*lines, "TER", ligand, "END"]) + "\n")
+    settings = PrepareSettings(remove_heterogens=False, solvate=False)
+    with pytest.raises(InputError, match=r"(?s)No template found .*LIG.*Hint: .*remove_heterogens: true"):
+        prepare(pdb, tmp_path / "out", settings)
 
 
 def test_settings_refuse_unknown_keys_and_ions(tmp_path):
