@@ -173,6 +173,98 @@ def command_prepare(args: argparse.Namespace) -> None:
     logger.info("wrote %s", ", ".join(str(path) for path in prepared.files.values()))
 
 
+def command_repex(args: argparse.Namespace) -> None:
+    from biomol_nnp.config import ReplicaExchangeSettings
+    from biomol_nnp.sampling.repex import run_replica_exchange
+
+    settings = ReplicaExchangeSettings.from_yaml(args.config) if args.config else ReplicaExchangeSettings()
+    if args.iterations:
+        settings.iterations = args.iterations
+    result = run_replica_exchange(settings, Path(args.output), progress=not args.no_progress)
+    logger.info(
+        "replica exchange (%s): %d iterations, neighbour acceptance %s, %d round trips; see %s/summary.json",
+        settings.kind,
+        result.iterations,
+        ", ".join(f"{a:.2f}" for a in result.acceptance),
+        result.round_trips,
+        args.output,
+    )
+
+
+def command_opes(args: argparse.Namespace) -> None:
+    from biomol_nnp.config import OpesSettings
+    from biomol_nnp.sampling.opes import run_opes
+
+    settings = OpesSettings.from_yaml(args.config) if args.config else OpesSettings()
+    if args.steps:
+        settings.steps = args.steps
+    result = run_opes(settings, Path(args.output), progress=not args.no_progress)
+    logger.info("OPES: %d steps, %d kernels; free energy in %s/fes.json", result.steps, result.kernels, args.output)
+
+
+ANALYSIS_KINDS = ("ramachandran", "hbonds", "rdf", "dielectric")
+"""Choices of `biomol-nnp analyze --kind` (biomol_nnp.analysis.structure.KINDS, without importing it)."""
+
+
+def command_analyze(args: argparse.Namespace) -> None:
+    from biomol_nnp.analysis.structure import analyze
+
+    files = analyze(
+        args.trajectory,
+        args.topology,
+        args.kind,
+        Path(args.output),
+        selection=args.selection,
+        start=args.start,
+        temperature_k=args.temperature,
+        system_xml=args.system,
+        n_blocks=args.blocks,
+    )
+    logger.info("%s: wrote %s", args.kind, ", ".join(str(path) for path in files.values()))
+
+
+def add_sampling_analysis_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Subcommands `repex`, `opes` and `analyze`."""
+    p = sub.add_parser(
+        "repex",
+        help="temperature replica exchange or REST2 of a region (openmm.app.ReplicaExchangeSampler)",
+        description="Replica exchange of the System in CONFIG (ReplicaExchangeSettings YAML; default: REST2 of the "
+        "vacuum alanine dipeptide). Running again with the same OUTPUT resumes from the replica checkpoints.",
+    )
+    p.add_argument("config", nargs="?", help="ReplicaExchangeSettings YAML (default: built-in defaults)")
+    p.add_argument("-o", "--output", default="repex_output", help="output folder (replicas/, summary.json)")
+    p.add_argument("-n", "--iterations", type=int, help="exchange iterations (overrides iterations)")
+    p.set_defaults(func=command_repex)
+
+    p = sub.add_parser(
+        "opes",
+        help="OPES (openmm-opes) on torsion or distance CVs",
+        description="OPES of the System in CONFIG (OpesSettings YAML; default: phi/psi of the vacuum alanine "
+        "dipeptide). Running again with the same OUTPUT resumes from its checkpoint.",
+    )
+    p.add_argument("config", nargs="?", help="OpesSettings YAML (default: built-in defaults)")
+    p.add_argument("-o", "--output", default="opes_output", help="output folder (fes.*, colvar.npy, summary.json)")
+    p.add_argument("-n", "--steps", type=int, help="MD steps (overrides steps)")
+    p.set_defaults(func=command_opes)
+
+    p = sub.add_parser(
+        "analyze",
+        help="Ramachandran, hydrogen-bond occupancy, water RDF or dielectric constant of a trajectory",
+        description="Analyse TRAJ (DCD, XTC, ...) with TOPOLOGY (PDB, PSF, PRMTOP, ...) with MDAnalysis; JSON, CSV "
+        "and PNG go into OUTPUT.",
+    )
+    p.add_argument("trajectory", help="trajectory file")
+    p.add_argument("topology", help="topology file")
+    p.add_argument("--kind", required=True, choices=ANALYSIS_KINDS, help="the analysis")
+    p.add_argument("-o", "--output", default="analysis_output", help="output folder")
+    p.add_argument("--selection", help="MDAnalysis selection replacing the default atoms of the analysis")
+    p.add_argument("--start", type=int, default=0, help="first frame (skip equilibration)")
+    p.add_argument("--temperature", type=float, default=300.0, help="temperature of the run, K (dielectric)")
+    p.add_argument("--system", help="system.xml giving the charges when TOPOLOGY has none (dielectric)")
+    p.add_argument("--blocks", type=int, default=5, help="blocks of the jackknife error (dielectric)")
+    p.set_defaults(func=command_analyze)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="biomol-nnp", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"biomol-nnp {__version__}")
@@ -284,6 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--region", help="MDAnalysis selection of the ML region, e.g. 'protein and resid 45-50'")
     p.add_argument("--atoms-only", action="store_true", help="do not extend the region to whole residues")
     p.set_defaults(func=command_prepare)
+    add_sampling_analysis_parsers(sub)
     return parser
 
 

@@ -595,8 +595,8 @@ class OpesSettings(_SamplingRunSettings):
             CVSettings(name="psi", kind="torsion", atoms=[6, 8, 14, 16], width=0.35),
         ],
         min_length=1,
-        max_length=3,
-        description="1 to 3 CVs (all torsions or all distances); `width` is the initial kernel width, rad or nm.",
+        max_length=2,
+        description="1 or 2 CVs (both torsions or both distances); `width` is the initial kernel width, rad or nm.",
     )
     steps: int = Field(50000, ge=1, description="MD steps.")
     barrier_kj_mol: float = Field(30.0, gt=0, description="Free-energy barrier the bias should overcome, kJ/mol.")

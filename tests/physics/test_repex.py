@@ -318,3 +318,92 @@ def test_rest2_bad_input(solvated):
     custom.addForce(openmm.CustomNonbondedForce("0"))
     with pytest.raises(InputError, match="CustomNonbondedForce.* is not supported by REST2"):
         rest2_system(custom, region)
+
+
+# ---------------------------------------------------------------- OPES
+
+
+def bonded_pair(k=2000.0, r0=0.3):
+    """A fixed particle (mass 0) and a particle bound to it harmonically: F(r) = k (r - r0)^2 / 2 - 2 kT ln r."""
+    system = openmm.System()
+    system.addParticle(0.0)
+    system.addParticle(10.0)
+    bond = openmm.HarmonicBondForce()
+    bond.addBond(0, 1, r0, k)
+    system.addForce(bond)
+    topology = app.Topology()
+    residue = topology.addResidue("PAIR", topology.addChain())
+    for _ in range(2):
+        topology.addAtom("C", app.element.carbon, residue)
+    return topology, system, np.array([[0.0, 0.0, 0.0], [r0, 0.0, 0.0]]) * u.nanometer
+
+
+def test_opes_recovers_the_analytic_free_energy_of_a_bond(tmp_path):
+    from openmm.app import BiasVariable
+
+    from biomol_nnp.config import CVSettings, OpesSettings
+    from biomol_nnp.sampling.cvs import distance_cv
+    from biomol_nnp.sampling.opes import run_opes_system
+
+    k, r0, temperature = 2000.0, 0.3, 300.0
+    topology, system, positions = bonded_pair(k, r0)
+    cv = CVSettings(name="r", kind="distance", atoms=[0, 1], min_value=0.15, max_value=0.45, width=0.02)
+    settings = OpesSettings(
+        cvs=[cv], steps=40000, barrier_kj_mol=12.0, frequency=200, save_frequency=10000, report_interval=200,
+        platform="Reference", minimize_iterations=0, timestep_fs=2.0, friction_per_ps=5.0, temperature_k=temperature,
+    )  # fmt: skip
+    variables = [BiasVariable(distance_cv([0, 1]), 0.15, 0.45, 0.02, False, 61)]
+    result = run_opes_system(topology, system, positions, variables, settings, tmp_path, progress=False)
+    r = result.fes.axes[0]
+    kt = R_KJ * temperature
+    exact = 0.5 * k * (r - r0) ** 2 - 2 * kt * np.log(r)
+    exact -= exact.min()
+    window = exact < 8.0  # sampled region
+    estimate = result.fes.free_energy[window]
+    offset = np.mean(estimate - exact[window])
+    assert np.max(np.abs(estimate - offset - exact[window])) < 1.0  # kJ/mol
+    assert result.kernels >= 5 and (tmp_path / "fes.png").is_file()
+
+
+def test_opes_resumes_from_its_checkpoint(tmp_path):
+    from biomol_nnp.config import OpesSettings
+    from biomol_nnp.sampling.opes import run_opes
+
+    settings = OpesSettings(steps=400, frequency=100, save_frequency=200, report_interval=100, platform="Reference")
+    first = run_opes(settings, tmp_path, progress=False)
+    settings.steps = 600
+    second = run_opes(settings, tmp_path, progress=False)
+    colvar = np.load(tmp_path / "colvar.npy")
+    assert first.steps == 400 and second.steps == 600
+    assert list(colvar[:, 0]) == [100, 200, 300, 400, 500, 600]
+    assert second.fes.free_energy.shape == (len(second.fes.axes[0]), len(second.fes.axes[1]))
+
+
+def test_opes_bad_settings(tmp_path):
+    from biomol_nnp.config import CVSettings, OpesSettings
+    from biomol_nnp.sampling.opes import run_opes
+
+    with pytest.raises(ConfigError, match="save_frequency=250 is not a multiple of frequency=100"):
+        run_opes(OpesSettings(frequency=100, save_frequency=250), tmp_path, progress=False)
+    mixed = [CVSettings(name="phi", atoms=[4, 6, 8, 14]), CVSettings(name="d", kind="distance", atoms=[1, 2])]
+    with pytest.raises(ConfigError, match="cvs mix kinds"):
+        run_opes(OpesSettings(cvs=mixed), tmp_path, progress=False)
+    missing = [CVSettings(name="phi", atoms=[4, 6, 8, 99])]
+    with pytest.raises(InputError, match=r"atoms \[99\] do not exist"):
+        run_opes(OpesSettings(cvs=missing, platform="Reference"), tmp_path, progress=False)
+
+
+def test_cli_repex_runs_and_resumes(tmp_path):
+    from biomol_nnp.cli import main
+
+    settings = ReplicaExchangeSettings(
+        kind="temperature", n_replicas=2, iterations=2, steps_per_iteration=10, equilibration_steps=10,
+        platform="Reference", trajectories=False,
+    )  # fmt: skip
+    config = settings.to_yaml(tmp_path / "repex.yaml")
+    assert main(["-q", "--no-progress", "repex", str(config), "-o", str(tmp_path / "out")]) == 0
+    assert main(["-q", "--no-progress", "repex", str(config), "-o", str(tmp_path / "out"), "-n", "3"]) == 0
+    import json
+
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["iterations"] == 3 and summary["states"][1]["temperature_k"] == pytest.approx(450.0)

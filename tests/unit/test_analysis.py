@@ -142,3 +142,13 @@ def test_analyze_dispatch_and_bad_input(tmp_path):
         water_rdf(ideal_gas(n=20, frames=2), r_max_nm=5.0)
     paths = analyze(DCD, PSF, "ramachandran", tmp_path, selection="protein and resid 10-20")
     assert json.loads(paths["json"].read_text())["frames"] == 98
+
+
+def test_cli_analyze_writes_the_files(tmp_path):
+    from biomol_nnp.analysis.structure import KINDS
+    from biomol_nnp.cli import ANALYSIS_KINDS, main
+
+    assert ANALYSIS_KINDS == KINDS
+    assert main(["-q", "analyze", DCD, PSF, "--kind", "hbonds", "--start", "90", "-o", str(tmp_path)]) == 0
+    assert json.loads((tmp_path / "hbonds.json").read_text())["frames"] == 8
+    assert main(["-q", "analyze", DCD, "missing.psf", "--kind", "rdf", "-o", str(tmp_path)]) == 2
