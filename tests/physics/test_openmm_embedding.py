@@ -63,9 +63,7 @@ def cluster():
 
 
 def energy(system, positions, groups=-1):
-    context = openmm.Context(
-        system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference")
-    )
+    context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
     context.setPositions(positions)
     state = context.getState(getEnergy=True, groups=groups)
     return state.getPotentialEnergy().value_in_unit(u.kilojoule_per_mole)
@@ -142,9 +140,7 @@ def test_embedding_identity_with_charges(toy_path, cluster):
 def test_forces_match_finite_differences(toy_path, cluster):
     topology, system, positions, ml = cluster
     electro = mixed(toy_path, topology, system, ml)
-    context = openmm.Context(
-        electro, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference")
-    )
+    context = openmm.Context(electro, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
     x0 = np.array(positions.value_in_unit(u.nanometer))
     context.setPositions(x0)
     forces = (
@@ -173,18 +169,14 @@ def test_forces_match_finite_differences(toy_path, cluster):
 def test_periodic_translations_leave_energy_unchanged(toy_path, solvated):
     topology, system, positions, ml = solvated
     electro = mixed(toy_path, topology, system, ml)
-    context = openmm.Context(
-        electro, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference")
-    )
+    context = openmm.Context(electro, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
     x0 = np.array(positions.value_in_unit(u.nanometer))
     box = np.array(topology.getPeriodicBoxVectors().value_in_unit(u.nanometer))
 
     def ml_energy(x):
         context.setPositions(x)
         return (
-            context.getState(getEnergy=True, groups={ML_GROUP})
-            .getPotentialEnergy()
-            .value_in_unit(u.kilojoule_per_mole)
+            context.getState(getEnergy=True, groups={ML_GROUP}).getPotentialEnergy().value_in_unit(u.kilojoule_per_mole)
         )
 
     reference = ml_energy(x0)
@@ -218,3 +210,72 @@ def test_xml_round_trip_keeps_energy(toy_path, cluster):
     electro = mixed(toy_path, topology, system, ml)
     clone = openmm.XmlSerializer.deserialize(openmm.XmlSerializer.serialize(electro))
     assert energy(clone, positions) == pytest.approx(energy(electro, positions), rel=1e-12)
+
+
+@pytest.fixture(scope="module")
+def long_range_toy(tmp_path_factory):
+    """A toy whose own Coulomb switch reaches 5 nm, deployed with a 1.0 nm group cutoff (0.1 nm switch):
+    every discontinuity at 1.0 nm would come from the molecule selection, none is hidden by the model."""
+    from biomol_nnp.models.export import build_metadata, save_model
+    from tests.toy_models import ToyModel
+
+    model = ToyModel([1, 6, 7, 8], embedding_cutoff_nm=5.0)
+    metadata = build_metadata(
+        [1, 6, 7, 8], model.cutoff, 1.0, model.ensemble_size, "analytic-toy", "0" * 64, embedding_switch_width_nm=0.1
+    )
+    return save_model(torch.jit.script(model), tmp_path_factory.mktemp("toy5") / "toy.pt", metadata)
+
+
+def test_switch_gives_continuous_energy_and_forces_across_the_cutoff(long_range_toy, cluster):
+    """A water pulled rigidly through the switching shell (0.9-1.0 nm) and past the cutoff: the energy is
+    continuous, the force on the water is -dE/ds (finite differences inside the shell), it goes to zero at
+    the cutoff and is exactly zero beyond it, where the energy equals that without the water."""
+    topology, system, positions, ml = cluster
+    context = openmm.Context(
+        mixed(long_range_toy, topology, system, ml),
+        openmm.VerletIntegrator(0.001),
+        openmm.Platform.getPlatformByName("Reference"),
+    )
+    x0 = np.array(positions.value_in_unit(u.nanometer))
+    water = [a.index for a in list(topology.residues())[-1].atoms()]
+    direction = x0[water[0]] - x0[ml].mean(axis=0)
+    direction /= np.linalg.norm(direction)
+
+    def at(distance):
+        """Positions with the water moved along ``direction`` until its closest atom is ``distance`` from the region."""
+        low, high = -2.0, 3.0
+        for _ in range(80):
+            s = 0.5 * (low + high)
+            moved = x0[water] + s * direction
+            d = np.linalg.norm(moved[:, None] - x0[ml][None], axis=-1).min()
+            low, high = (s, high) if d < distance else (low, s)
+        x = x0.copy()
+        x[water] += 0.5 * (low + high) * direction
+        return x
+
+    def evaluate(x):
+        context.setPositions(x)
+        state = context.getState(getEnergy=True, getForces=True, groups={ML_GROUP})
+        forces = state.getForces(asNumpy=True).value_in_unit(u.kilojoule_per_mole / u.nanometer)
+        return state.getPotentialEnergy().value_in_unit(u.kilojoule_per_mole), forces[water] @ direction
+
+    distances = np.linspace(0.85, 1.05, 81)
+    energies, pulls = zip(*(evaluate(at(d)) for d in distances), strict=True)
+    energies, pulls = np.array(energies), np.array([p.sum() for p in pulls])
+    step = np.diff(distances).max() * 1.2  # ds >= dd: the water's closest atom moves at most ds per ds
+    assert np.abs(np.diff(energies)).max() < 1.5 * np.abs(pulls).max() * step + 1e-9  # no jump anywhere
+    beyond = distances > 1.0
+    assert np.abs(pulls[beyond]).max() == 0.0
+    assert np.ptp(energies[beyond]) < 1e-9  # the water no longer counts
+    inside = distances < 0.9
+    assert np.abs(pulls[inside]).min() > 0.01  # it did interact before the shell
+    # just inside the cutoff the switched force has died away smoothly
+    assert abs(evaluate(at(1.0 - 1e-4))[1].sum()) < 1e-4 * np.abs(pulls).max()
+    # inside the shell the force is the derivative of the energy along the pull
+    x_mid = at(0.95)
+    h = 1e-5
+    plus, minus = x_mid.copy(), x_mid.copy()
+    plus[water] += h * direction
+    minus[water] -= h * direction
+    numeric = -(evaluate(plus)[0] - evaluate(minus)[0]) / (2 * h)
+    assert evaluate(x_mid)[1].sum() == pytest.approx(numeric, rel=1e-5, abs=1e-6)
