@@ -12,11 +12,11 @@ DIPEPTIDE_PDB = SYSTEMS_DIR / "alanine_dipeptide" / "vacuum.pdb"
 
 
 def prepared_dipeptide(folder: Path, solvated: bool, region: str = "resname ACE ALA NME") -> Path:
-    """`biomol-nnp prepare` output of the alanine dipeptide: vacuum (22 atoms) or a 1.44 nm water box (229 atoms)."""
+    """`biomol-nnp prepare` output of the alanine dipeptide: vacuum (22 atoms) or a ~1.6 nm water box."""
     from biomol_nnp.prepare import prepare
 
     settings = PrepareSettings(
-        solvate=solvated, padding_nm=0.5, ionic_strength_molar=0.0, nonbonded_cutoff_nm=0.7, region_selection=region
+        solvate=solvated, padding_nm=0.6, ionic_strength_molar=0.0, nonbonded_cutoff_nm=0.7, region_selection=region
     )
     prepare(DIPEPTIDE_PDB, folder, settings)
     return folder
