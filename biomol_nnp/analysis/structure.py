@@ -58,6 +58,11 @@ def _has_attr(universe: Any, name: str) -> bool:
     return True
 
 
+def _bonded(atoms: Any) -> bool:
+    """Whether every atom has a bond in the topology (a PDB's CONECT records may cover only some residues)."""
+    return _has_attr(atoms.universe, "bonds") and all(len(atom.bonds) for atom in atoms)
+
+
 def _frames(universe: Any, start: int, stop: int | None, step: int) -> int:
     n = len(range(*slice(start, stop, step).indices(len(universe.trajectory))))
     if n == 0:
@@ -147,7 +152,7 @@ def ramachandran(
             "(caps such as ACE/NME count as neighbours)"
         ) from err
     angles = np.asarray(analysis.results.angles, dtype=float)
-    residues = [f"{r.resname} {r.resid}" for r in analysis.ag1.residues]
+    residues = [f"{r.resname} {r.resid}" for r in analysis.ag3.residues]  # ag1..ag4: C(i-1), N, CA, C
     edges = np.linspace(-180.0, 180.0, bins + 1)
     flat = angles.reshape(-1, 2)
     density, _, _ = np.histogram2d(flat[:, 0], flat[:, 1], bins=[edges, edges], density=True)
@@ -235,13 +240,14 @@ def hbond_occupancy(
 
     Without explicit selections, hydrogens and acceptors of ``selection`` are guessed by MDAnalysis from
     masses and charges when the topology has charges (PSF, PRMTOP, TPR), else taken by element (H; N, O);
-    donors are the atoms bonded to those hydrogens, or (topology without bonds) the N and O within 0.12 nm.
+    donors are the atoms bonded to those hydrogens, or (atoms without bonds in the topology) the N and O
+    within 0.12 nm.
     Criteria: donor-acceptor distance <= ``distance_cutoff_nm`` (nm) and donor-hydrogen-acceptor angle
     >= ``angle_cutoff_deg`` (degrees).
     """
     from MDAnalysis.analysis.hydrogenbonds import HydrogenBondAnalysis
 
-    _select(universe, selection, "hydrogen-bond")
+    atoms = _select(universe, selection, "hydrogen-bond")
     frames = _frames(universe, start, stop, step)
     if distance_cutoff_nm <= 0 or not 90.0 <= angle_cutoff_deg <= 180.0:
         raise InputError(
@@ -251,8 +257,7 @@ def hbond_occupancy(
     has_charges = has_charges_attr(universe)
     analysis = HydrogenBondAnalysis(
         universe,
-        donors_sel=donors_sel
-        or (None if _has_attr(universe, "bonds") else f"({selection}) and (element O or element N)"),
+        donors_sel=donors_sel or (None if _bonded(atoms) else f"({selection}) and (element O or element N)"),
         hydrogens_sel=hydrogens_sel or (None if has_charges else f"({selection}) and element H"),
         acceptors_sel=acceptors_sel or (None if has_charges else f"({selection}) and (element O or element N)"),
         d_a_cutoff=distance_cutoff_nm * NM_TO_ANGSTROM,

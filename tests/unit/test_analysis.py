@@ -44,6 +44,7 @@ def test_ramachandran_angles_histogram_and_files(adk, tmp_path):
     assert result.angles.shape == (20, 212, 2)  # the two terminal residues have no phi or psi
     adk.trajectory[7]
     residues = adk.select_atoms("protein").residues
+    assert result.residues[:2] == [f"{r.resname} {r.resid}" for r in residues[1:3]]  # labels: the residue itself
     for k in (1, 50, 120):
         prev, res, nxt = residues[k - 1], residues[k], residues[k + 1]
         pos = {name: res.atoms.select_atoms(f"name {name}").positions[0] for name in ("N", "CA", "C")}
