@@ -173,6 +173,16 @@ def command_prepare(args: argparse.Namespace) -> None:
     logger.info("wrote %s", ", ".join(str(path) for path in prepared.files.values()))
 
 
+def command_active_learn(args: argparse.Namespace) -> None:
+    from biomol_nnp.active import run_active_learning
+
+    settings = load_settings(args.config)
+    result = run_active_learning(settings, Path(args.output), restart=args.restart, progress=not args.no_progress)
+    logger.info(
+        "active learning: %d iterations, stopped (%s); model %s", len(result.rows) - 1, result.stopped, result.model
+    )
+
+
 def command_repex(args: argparse.Namespace) -> None:
     from biomol_nnp.config import ReplicaExchangeSettings
     from biomol_nnp.sampling.repex import run_replica_exchange
@@ -376,6 +386,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--region", help="MDAnalysis selection of the ML region, e.g. 'protein and resid 45-50'")
     p.add_argument("--atoms-only", action="store_true", help="do not extend the region to whole residues")
     p.set_defaults(func=command_prepare)
+
+    p = sub.add_parser(
+        "active-learn",
+        help="active learning: NNP/MM walkers, uncertain diverse frames, QM labels, warm-started retraining",
+        description="Iterate from active.initial_model until the uncertain fraction is below the target or the "
+        "budget is spent; resumes from OUTPUT/state.json after an interruption.",
+    )
+    p.add_argument("config", help="settings YAML with an `active` section (initial_model, labels_path, ...)")
+    p.add_argument("-o", "--output", default="active_learning", help="output folder (state, iterations, table, plot)")
+    p.add_argument("--restart", action="store_true", help="ignore OUTPUT/state.json and start from the initial model")
+    p.set_defaults(func=command_active_learn)
     add_sampling_analysis_parsers(sub)
     return parser
 

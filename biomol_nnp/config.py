@@ -351,6 +351,57 @@ class RefitSettings(Settings):
     )
 
 
+class ActiveLearningSettings(Settings):
+    """`biomol-nnp active-learn`: NNP/MM walkers -> uncertain, diverse frames -> QM labels -> warm-started retraining.
+
+    >>> settings = ActiveLearningSettings(initial_model="model/model.pt", labels_path="labels.h5")
+    >>> settings.labels_per_iteration
+    8
+    """
+
+    initial_model: Path | None = Field(
+        None, description="Deployed model.pt the loop starts from (trained by `biomol-nnp train`); required."
+    )
+    labels_path: Path | None = Field(
+        None,
+        description="Label store (HDF5) the model was trained on; new labels are appended to it; required.",
+    )
+    test_labels_path: Path | None = Field(
+        None,
+        description="Held-out label store (never trained on) whose force and energy errors are reported per "
+        "iteration; None reports only the errors on the trainer's own held-out split.",
+    )
+    walkers: int = Field(4, ge=1, description="NNP/MM walkers per iteration (independent seeds), one Dask task each.")
+    walker_steps: int = Field(500, ge=1, description="MD steps of each walker per iteration.")
+    frame_interval: int = Field(50, ge=1, description="Steps between the frames a walker keeps for selection.")
+    minimize_iterations: int = Field(
+        50, ge=0, description="Energy-minimiser iterations of each walker before its MD (0: none)."
+    )
+    force_std_threshold_kj_per_mol_nm: float = Field(
+        50.0,
+        gt=0,
+        description="A frame is uncertain when the largest per-atom ensemble force standard deviation of its "
+        "carved region (with point charges) exceeds this, kJ/mol/nm.",
+    )
+    target_uncertain_fraction: float = Field(
+        0.05, ge=0, le=1, description="Stop when the fraction of uncertain frames of an iteration falls below this."
+    )
+    labels_per_iteration: int = Field(8, ge=1, description="Most frames selected and labelled per iteration.")
+    max_iterations: int = Field(3, ge=1, description="Most iterations (walkers, selection, labelling, retraining).")
+    max_labels: int = Field(64, ge=1, description="Most frames labelled over the whole run.")
+    retrain_epochs: int = Field(20, ge=1, description="Epochs of the warm-started retraining per iteration.")
+    retrain_learning_rate: float = Field(
+        1e-3, gt=0, description="Initial Adam learning rate of the warm-started retraining (cosine-annealed)."
+    )
+    workers: int = Field(
+        2, ge=0, description="Dask LocalCluster worker processes for the walkers (0: run them in this process)."
+    )
+    scheduler_address: str | None = Field(
+        None, description="Address of a running Dask scheduler (e.g. tcp://host:8786); overrides `workers`."
+    )
+    seed: int = Field(100, description="Seed of walker w in iteration i: seed + 1000 i + w.")
+
+
 class PipelineSettings(Settings):
     """Every stage of the end-to-end path, as `biomol-nnp demo` runs it."""
 
@@ -361,6 +412,9 @@ class PipelineSettings(Settings):
     train: TrainSettings = Field(default_factory=TrainSettings, description="Ensemble training.")
     simulation: SimulationSettings = Field(default_factory=SimulationSettings, description="NNP/MM MD.")
     refit: RefitSettings = Field(default_factory=RefitSettings, description="Torsion refit.")
+    active: ActiveLearningSettings = Field(
+        default_factory=ActiveLearningSettings, description="Active-learning loop."
+    )
 
 
 class PrepareSettings(Settings):

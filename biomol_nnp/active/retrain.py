@@ -1,0 +1,215 @@
+"""Warm-started retraining of a deployed ensemble, its export, and its errors on held-out labels.
+
+The deployed ``model.pt`` is TorchScript with the model settings in its metadata, so
+:func:`load_ensemble` rebuilds the trainable :class:`~biomol_nnp.models.ani.NNPEnsemble` with the same
+weights, self energies and feature standardisation. :func:`finetune` continues training on all the labels
+(split by trajectory as the trainer does, the best epoch on the held-out loss kept) with the trainer's
+loss; only the core-repulsion onsets move, down to the shortest contacts of the new data.
+
+>>> model, model_settings, metadata = load_ensemble("model.pt")  # doctest: +SKIP
+>>> outcome = finetune(model, samples, model_settings, TrainSettings(), epochs=20, learning_rate=1e-3)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from biomol_nnp.config import ModelSettings, TrainSettings
+from biomol_nnp.exceptions import ModelFileError
+from biomol_nnp.models.ani import NNPEnsemble, build_ensemble
+from biomol_nnp.qm.labels import LabeledConfiguration
+from biomol_nnp.train.data import TrainingSample, collate
+from biomol_nnp.train.trainer import (
+    FORCE_KJ_NM_TO_KCAL_A,
+    LossFunction,
+    evaluate,
+    set_repulsion_onsets,
+    split_samples,
+)
+from biomol_nnp.units import KJ_TO_KCAL
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class FinetuneResult:
+    """The retrained ensemble (float64), the trainer's metrics on its train/test split, the loss history."""
+
+    model: NNPEnsemble
+    metrics: dict[str, dict[str, float]]
+    history: list[dict[str, float]]
+
+
+def load_ensemble(path: str | os.PathLike) -> tuple[NNPEnsemble, ModelSettings, dict[str, Any]]:
+    """Trainable ensemble (float64) with the weights of a deployed model, its ModelSettings and metadata.
+
+    Raises
+    ------
+    ModelFileError
+        The file is not a deployed model, or was not written by the ANI trainer (no model settings in its
+        metadata), so its weights cannot be trained further.
+    """
+    from biomol_nnp.models.export import load_model
+
+    module, metadata = load_model(path)
+    if metadata.get("architecture", "ani") != "ani" or "settings" not in metadata:
+        raise ModelFileError(
+            f"{str(path)!r} has no ANI model settings in its metadata (architecture "
+            f"{metadata.get('architecture')!r}); warm-started retraining needs a model exported by "
+            "`biomol-nnp train`"
+        )
+    model_settings = ModelSettings.model_validate(metadata["settings"])
+    model = build_ensemble(model_settings, int(metadata["ensemble_size"])).double()
+    try:
+        model.load_state_dict(module.state_dict())
+    except RuntimeError as err:
+        raise ModelFileError(f"the weights in {str(path)!r} do not fit its model settings: {err}") from err
+    model.eval()
+    return model, model_settings, metadata
+
+
+def finetune(
+    model: NNPEnsemble,
+    samples: Sequence[TrainingSample],
+    model_settings: ModelSettings,
+    settings: TrainSettings,
+    epochs: int,
+    learning_rate: float,
+) -> FinetuneResult:
+    """Continue training ``model`` on ``samples`` for ``epochs`` (Adam, cosine-annealed from ``learning_rate``).
+
+    The splits (whole test trajectories, random validation frames: :func:`~biomol_nnp.train.trainer.split_samples`),
+    loss, batch size and dtype are the trainer's; the state with the best validation loss is kept (the
+    starting weights included), so retraining never returns a model worse on the validation frames.
+    """
+    dtype = torch.float32 if settings.dtype == "float32" else torch.float64
+    train, validation, test = split_samples(samples, settings)
+    previous_onsets = model.repulsion_onset.clone()
+    set_repulsion_onsets(model, train, model_settings.elements)
+    model.repulsion_onset.copy_(torch.minimum(previous_onsets, model.repulsion_onset))
+    model = model.to(dtype)
+    loss_fn = LossFunction(train, settings, model.self_energies.double().numpy(), model_settings.elements)
+    optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs, learning_rate / 20)
+    rng = np.random.default_rng(settings.seed)
+    validation_batch = collate(validation, dtype)
+
+    def validation_loss() -> float:
+        return float(loss_fn(model, validation_batch, create_graph=False).detach())
+
+    best_loss, best_state, history = validation_loss(), copy.deepcopy(model.state_dict()), []
+    started = time.perf_counter()
+    for epoch in range(epochs):
+        model.train()
+        order = rng.permutation(len(train))
+        epoch_loss = 0.0
+        for start in range(0, len(train), settings.batch_size):
+            batch = collate([train[i] for i in order[start : start + settings.batch_size]], dtype)
+            optimizer.zero_grad()
+            loss = loss_fn(model, batch)
+            loss.backward()
+            optimizer.step()
+            epoch_loss += float(loss.detach()) * len(batch.energy) / len(train)
+        scheduler.step()
+        history.append({"epoch": epoch + 1, "train_loss": epoch_loss, "validation_loss": validation_loss()})
+        if history[-1]["validation_loss"] < best_loss:
+            best_loss, best_state = history[-1]["validation_loss"], copy.deepcopy(model.state_dict())
+    model.load_state_dict(best_state)
+    model = model.double().eval()
+    metrics = {name: evaluate(model, split, torch.float64) for name, split in (("train", train), ("test", test))}
+    metrics["training"] = {
+        "seconds": time.perf_counter() - started,
+        "epochs": float(epochs),
+        "best_validation_loss": best_loss,
+    }
+    logger.info("warm-started retraining: %d epochs on %d configurations, test %s", epochs, len(train), metrics["test"])
+    return FinetuneResult(model=model, metrics=metrics, history=history)
+
+
+def export_ensemble(
+    model: NNPEnsemble,
+    model_settings: ModelSettings,
+    previous_metadata: dict[str, Any],
+    samples: Sequence[TrainingSample],
+    training_data_hash: str,
+    path: str | os.PathLike,
+) -> Path:
+    """Write the retrained ensemble as a deployed model with the previous model's metadata, updated."""
+    from biomol_nnp.models.export import build_metadata, save_model
+
+    keep = {k: v for k, v in previous_metadata.items() if k not in _BUILT_KEYS}
+    metadata = build_metadata(
+        model_settings.elements,
+        model_settings.radial_cutoff_nm,
+        model_settings.embedding_cutoff_nm,
+        len(model.members),
+        previous_metadata["qm_method"],
+        training_data_hash,
+        embedding_switch_width_nm=model_settings.embedding_switch_width_nm,
+        **{
+            **keep,
+            "training_total_charges": sorted({int(round(s.total_charge)) for s in samples}),
+            "settings": model_settings.model_dump(mode="json"),
+        },
+    )
+    return save_model(model, path, metadata)
+
+
+_BUILT_KEYS = (
+    "format",
+    "format_version",
+    "elements",
+    "cutoff_nm",
+    "embedding_cutoff_nm",
+    "embedding_switch_width_nm",
+    "units",
+    "ensemble_size",
+    "qm_method",
+    "training_data_hash",
+    "package_version",
+)
+
+
+def held_out_errors(module: Any, records: Sequence[LabeledConfiguration]) -> dict[str, float]:
+    """Errors of a deployed model against QM labels *with* their point charges (e.g. xTB/MM).
+
+    The model (vacuum + embedding energy, forces by autograd, ensemble mean) is compared with each record's
+    ``embedded_energy`` and ``embedded_forces`` on the region atoms.
+
+    Returns
+    -------
+    dict
+        ``force_mae_kcal_per_mol_A``, ``force_mae_kj_per_mol_nm``, ``energy_mae_kcal_per_mol``,
+        ``mean_max_force_std_kj_per_mol_nm`` (ensemble spread) and ``configurations``.
+    """
+    from biomol_nnp.simulate.uncertainty import member_energies_forces
+
+    force_errors, energy_errors, spreads = [], [], []
+    for record in records:
+        energies, forces = member_energies_forces(
+            module, record.positions, record.atomic_numbers, record.total_charge, record.mm_positions, record.mm_charges
+        )
+        region = forces[:, : len(record.atomic_numbers)]
+        force_errors.append(np.abs(region.mean(0) - record.embedded_forces).ravel())
+        energy_errors.append(abs(float(energies.mean()) - record.embedded_energy))
+        spreads.append(float(np.sqrt(((region - region.mean(0)) ** 2).sum(-1).mean(0)).max()))
+    if not records:
+        return {}
+    force_mae = float(np.concatenate(force_errors).mean())
+    return {
+        "force_mae_kj_per_mol_nm": force_mae,
+        "force_mae_kcal_per_mol_A": force_mae * FORCE_KJ_NM_TO_KCAL_A,
+        "energy_mae_kcal_per_mol": float(np.mean(energy_errors)) * KJ_TO_KCAL,
+        "mean_max_force_std_kj_per_mol_nm": float(np.mean(spreads)),
+        "configurations": float(len(records)),
+    }
