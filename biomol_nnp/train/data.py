@@ -141,23 +141,6 @@ def split_validation(
     return train, [s for i, s in enumerate(samples) if i in chosen]
 
 
-def fit_self_energies(samples: Sequence[TrainingSample], elements: Sequence[int]) -> np.ndarray:
-    """Per-element reference energies (kJ/mol) by least squares of vacuum energies on element counts."""
-    index = {z: i for i, z in enumerate(sorted(elements))}
-    counts = np.zeros((len(samples), len(index)))
-    for row, sample in enumerate(samples):
-        for z in sample.atomic_numbers:
-            if int(z) not in index:
-                raise InputError(
-                    f"atomic number {int(z)} in the labels is not among the model elements "
-                    f"{sorted(elements)}; add it to ModelSettings.elements"
-                )
-            counts[row, index[int(z)]] += 1
-    energies = np.array([s.energy for s in samples])
-    solution, *_ = np.linalg.lstsq(counts, energies, rcond=None)
-    return solution
-
-
 def samples_from_store(store: LabelStore) -> list[TrainingSample]:
     """Training samples from the ok records of a labels store (embedding energy NaN without point charges)."""
     samples = []

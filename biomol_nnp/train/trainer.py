@@ -27,7 +27,7 @@ import torch
 
 from biomol_nnp.config import ModelSettings, TrainSettings
 from biomol_nnp.exceptions import InputError
-from biomol_nnp.models.ani import NNPEnsemble, build_ensemble
+from biomol_nnp.models.ensemble import EnsembleModel
 from biomol_nnp.train.checkpoints import (
     checkpoint_path,
     fingerprint,
@@ -41,9 +41,13 @@ from biomol_nnp.train.data import (
     Batch,
     TrainingSample,
     collate,
-    fit_self_energies,
     split_by_trajectory,
     split_validation,
+)
+from biomol_nnp.train.initialise import (  # noqa: F401 - set_repulsion_onsets re-exported for biomol_nnp.active
+    initialise,
+    residual_energies_per_atom,
+    set_repulsion_onsets,
 )
 from biomol_nnp.train.validation import check_weights, validate_samples, validate_split
 from biomol_nnp.units import ANGSTROM_TO_NM, KJ_TO_KCAL
@@ -72,7 +76,7 @@ class Predictions:
 class TrainingResult:
     """The trained ensemble (float64, ready to export), held-out metrics and the loss history."""
 
-    model: NNPEnsemble
+    model: EnsembleModel
     metrics: dict[str, Any]
     histories: list[list[dict[str, float]]]
     test_samples: list[TrainingSample]
@@ -80,7 +84,7 @@ class TrainingResult:
     validation_samples: list[TrainingSample] = field(default_factory=list)
 
 
-def predict(model: NNPEnsemble, batch: Batch, create_graph: bool) -> Predictions:
+def predict(model: EnsembleModel, batch: Batch, create_graph: bool) -> Predictions:
     """Energies, forces (by autograd, per member), charges and embedding energies for a batch."""
     positions = batch.positions.clone().requires_grad_(True)
     species = model.species(batch.atomic_numbers)
@@ -126,7 +130,7 @@ class LossFunction:
         self.settings = settings
         self.last_terms: dict[str, float] = {}
 
-    def __call__(self, model: NNPEnsemble, batch: Batch, create_graph: bool = True) -> torch.Tensor:
+    def __call__(self, model: EnsembleModel, batch: Batch, create_graph: bool = True) -> torch.Tensor:
         out = predict(model, batch, create_graph)
         species = model.species(batch.atomic_numbers)
         real = (species >= 0).to(batch.positions.dtype)
@@ -150,14 +154,14 @@ class LossFunction:
 
 
 def evaluate(
-    model: NNPEnsemble, samples: Sequence[TrainingSample], dtype: torch.dtype, batch_size: int = 32
+    model: EnsembleModel, samples: Sequence[TrainingSample], dtype: torch.dtype, batch_size: int = 32
 ) -> dict[str, float]:
     """Mean absolute errors of the ensemble mean on ``samples`` (kJ/mol and kcal/mol based units)."""
     return evaluate_all(model, samples, dtype, batch_size)[0]
 
 
 def evaluate_all(
-    model: NNPEnsemble, samples: Sequence[TrainingSample], dtype: torch.dtype, batch_size: int = 32
+    model: EnsembleModel, samples: Sequence[TrainingSample], dtype: torch.dtype, batch_size: int = 32
 ) -> tuple[dict[str, float], list[dict[str, float]]]:
     """Mean absolute errors of the ensemble mean and of each member on ``samples``.
 
@@ -206,77 +210,6 @@ def evaluate_all(
         for row in range(members + 1)
     ]
     return table[0], table[1:]
-
-
-def residual_energies_per_atom(
-    samples: Sequence[TrainingSample], self_energies: np.ndarray, elements: Sequence[int]
-) -> np.ndarray:
-    """(E - sum of element reference energies) / N for each sample [S], kJ/mol per atom."""
-    index = {z: i for i, z in enumerate(sorted(elements))}
-    return np.array(
-        [
-            (s.energy - sum(self_energies[index[int(z)]] for z in s.atomic_numbers)) / len(s.atomic_numbers)
-            for s in samples
-        ]
-    )
-
-
-def initialise(
-    samples: Sequence[TrainingSample], model_settings: ModelSettings, settings: TrainSettings
-) -> tuple[NNPEnsemble, np.ndarray]:
-    """A seeded ensemble with self energies fitted by linear regression and an energy scale."""
-    torch.manual_seed(settings.seed)
-    model = build_ensemble(model_settings, settings.ensemble_size)
-    self_energies = fit_self_energies(samples, model_settings.elements)
-    model.self_energies.copy_(torch.from_numpy(self_energies))
-    residual = residual_energies_per_atom(samples, self_energies, model_settings.elements)
-    model.energy_scale.fill_(max(float(np.std(residual)), 1.0))
-    standardise_features(model, samples)
-    set_repulsion_onsets(model, samples, model_settings.elements)
-    return model, self_energies
-
-
-REPULSION_ONSET_FRACTION = 0.85
-"""The core repulsion starts at this fraction of the shortest distance seen in training for each element pair."""
-
-DEFAULT_REPULSION_ONSET_NM = 0.08
-"""Onset for element pairs that never occur in the training data, nm."""
-
-
-def set_repulsion_onsets(model: NNPEnsemble, samples: Sequence[TrainingSample], elements: Sequence[int]) -> None:
-    """Core-repulsion onsets [S, S] nm from the shortest distance of each element pair in ``samples``."""
-    index = {z: i for i, z in enumerate(sorted(elements))}
-    size = len(index)
-    shortest = np.full((size, size), np.inf)
-    for sample in samples:
-        species = np.array([index[int(z)] for z in sample.atomic_numbers])
-        distances = np.linalg.norm(sample.positions[:, None] - sample.positions[None], axis=-1)
-        np.fill_diagonal(distances, np.inf)
-        for a in range(size):
-            for b in range(size):
-                block = distances[np.ix_(species == a, species == b)]
-                if block.size:
-                    shortest[a, b] = min(shortest[a, b], block.min())
-    onset = np.where(np.isfinite(shortest), REPULSION_ONSET_FRACTION * shortest, DEFAULT_REPULSION_ONSET_NM)
-    model.repulsion_onset.copy_(torch.from_numpy(onset))
-
-
-FEATURE_STD_FLOOR = 1e-2
-"""Smallest feature spread used for standardisation (features are sums of O(1) terms)."""
-
-
-def standardise_features(model: NNPEnsemble, samples: Sequence[TrainingSample]) -> None:
-    """Set the descriptor shift and scale so each feature has zero mean and unit variance on real atoms."""
-    with torch.no_grad():
-        batch = collate(samples, torch.float64)
-        species = model.species(batch.atomic_numbers)
-        features = copy.deepcopy(model.descriptor).double()(batch.positions, species)[species >= 0]
-        mean, std = features.mean(0), features.std(0)
-        # a floor on the spread: features that barely vary in training (Gaussian tails, rare element pairs)
-        # must not be magnified into huge inputs when a configuration leaves the training data
-        floor = max(FEATURE_STD_FLOOR, 0.1 * float(std.median()))
-        model.feature_mean.copy_(mean.float())
-        model.feature_scale.copy_((1.0 / std.clamp(min=floor)).float())
 
 
 ProgressCallback = Callable[[int, int, float], None]
@@ -475,7 +408,7 @@ def merge_members(
     model_settings: ModelSettings,
     settings: TrainSettings,
     results: Sequence[MemberResult],
-) -> NNPEnsemble:
+) -> EnsembleModel:
     """One K-member float64 model from K members trained alone.
 
     The shared buffers (self energies, feature scaling, ...) come from the same data-dependent

@@ -6,8 +6,9 @@ import torch
 
 from biomol_nnp.config import ModelSettings, TrainSettings
 from biomol_nnp.exceptions import InputError
-from biomol_nnp.train.data import TrainingSample, collate, fit_self_energies, split_by_trajectory
-from biomol_nnp.train.trainer import evaluate, initialise, train_ensemble
+from biomol_nnp.train.data import TrainingSample, collate, split_by_trajectory
+from biomol_nnp.train.initialise import fit_self_energies, initialise
+from biomol_nnp.train.trainer import evaluate, train_ensemble
 
 WATER = np.array([8, 1, 1])
 METHANE = np.array([6, 1, 1, 1, 1])
