@@ -212,6 +212,63 @@ def command_opes(args: argparse.Namespace) -> None:
     logger.info("OPES: %d steps, %d kernels; free energy in %s/fes.json", result.steps, result.kernels, args.output)
 
 
+def command_metad(args: argparse.Namespace) -> None:
+    from biomol_nnp.config import MetadynamicsSettings
+    from biomol_nnp.sampling.metadynamics import run_metadynamics
+
+    settings = MetadynamicsSettings.from_yaml(args.config) if args.config else MetadynamicsSettings()
+    if args.steps:
+        settings.steps = args.steps
+    if args.walkers:
+        settings.walkers = args.walkers
+    if args.workers is not None:
+        settings.workers = args.workers
+    result = run_metadynamics(settings, Path(args.output), progress=not args.no_progress)
+    logger.info("metadynamics: %d walkers x %d steps; wrote %s", result.walkers, result.steps, result.files["fes_png"])
+
+
+def command_umbrella(args: argparse.Namespace) -> None:
+    from biomol_nnp.config import UmbrellaSettings
+    from biomol_nnp.sampling.umbrella import run_umbrella
+
+    settings = UmbrellaSettings.from_yaml(args.config) if args.config else UmbrellaSettings()
+    if args.steps:
+        settings.steps = args.steps
+    if args.workers is not None:
+        settings.workers = args.workers
+    result = run_umbrella(settings, Path(args.output), progress=not args.no_progress)
+    logger.info("umbrella sampling: %d windows; wrote %s", len(result.centers), result.files["profile_png"])
+
+
+def add_free_energy_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Subcommands `metad` and `umbrella`."""
+    p = sub.add_parser(
+        "metad",
+        help="well-tempered metadynamics on torsion/distance CVs (walkers sharing the bias, on Dask)",
+        description="Metadynamics of the System in CONFIG (MetadynamicsSettings YAML; default: phi/psi of the "
+        "vacuum alanine dipeptide, amber14). Running again with the same OUTPUT resumes from the saved bias and "
+        "states.",
+    )
+    p.add_argument("config", nargs="?", help="MetadynamicsSettings YAML (default: built-in defaults)")
+    p.add_argument("-o", "--output", default="metad_output", help="output folder (bias/, walker_K/, fes.*)")
+    p.add_argument("-n", "--steps", type=int, help="MD steps per walker (overrides steps)")
+    p.add_argument("--walkers", type=int, help="walkers sharing the bias (overrides walkers)")
+    p.add_argument("--workers", type=int, help="Dask LocalCluster workers (0: in this process)")
+    p.set_defaults(func=command_metad)
+
+    p = sub.add_parser(
+        "umbrella",
+        help="umbrella sampling along a torsion or distance, profile and error from MBAR (pymbar)",
+        description="Umbrella sampling of the System in CONFIG (UmbrellaSettings YAML; default: phi of the vacuum "
+        "alanine dipeptide). Running again with the same OUTPUT skips the finished windows.",
+    )
+    p.add_argument("config", nargs="?", help="UmbrellaSettings YAML (default: built-in defaults)")
+    p.add_argument("-o", "--output", default="umbrella_output", help="output folder (windows/, profile.*)")
+    p.add_argument("-n", "--steps", type=int, help="sampling steps per window (overrides steps)")
+    p.add_argument("--workers", type=int, help="Dask LocalCluster workers (0: in this process)")
+    p.set_defaults(func=command_umbrella)
+
+
 ANALYSIS_KINDS = ("ramachandran", "hbonds", "rdf", "dielectric")
 """Choices of `biomol-nnp analyze --kind` (biomol_nnp.analysis.structure.KINDS, without importing it)."""
 
@@ -398,6 +455,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--restart", action="store_true", help="ignore OUTPUT/state.json and start from the initial model")
     p.set_defaults(func=command_active_learn)
     add_sampling_analysis_parsers(sub)
+    add_free_energy_parsers(sub)
     return parser
 
 
