@@ -131,7 +131,25 @@ def build_parser() -> argparse.ArgumentParser:
     for name, text in WORKFLOW_HELP.items():
         workflow = sub.add_parser(name, help=text)
         workflow.add_argument("settings", help="YAML or JSON settings file (see forcefield_refit/settings.py)")
+        if name == "torsions":
+            _torsion_flags(workflow)
     return parser
+
+
+def _torsion_flags(parser: argparse.ArgumentParser) -> None:
+    """Flags of ``forcefield-refit torsions`` that override the settings file."""
+    parser.add_argument("--ridge", type=float, help="fit.ridge: ridge penalty on the amplitudes (>= 0)")
+    parser.add_argument(
+        "--prior", choices=["base", "zero"], help="fit.prior: ridge toward the base force field's terms or toward 0"
+    )
+    parser.add_argument(
+        "--only-differing", action=argparse.BooleanOptionalAction, default=None,
+        help="only_differing: fit only the classes whose terms differ between base and reference force field",
+    )
+
+
+#: Torsion flags -> settings keys (dotted: nested models).
+TORSION_OVERRIDES = {"ridge": "fit.ridge", "prior": "fit.prior", "only_differing": "only_differing"}
 
 
 WORKFLOW_HELP = {
@@ -141,8 +159,14 @@ WORKFLOW_HELP = {
 }
 
 
-def run_workflow(command: str, settings_path: PathLike) -> dict[str, object]:
-    """Load a settings file for ``command`` (torsions, cmap, hbonds) and run the workflow; returns its report."""
+def run_workflow(
+    command: str, settings_path: PathLike, overrides: dict[str, object] | None = None
+) -> dict[str, object]:
+    """Load a settings file for ``command`` (torsions, cmap, hbonds) and run the workflow; returns its report.
+
+    ``overrides`` maps dotted settings keys (``"fit.ridge"``, ``"only_differing"``) to values that replace the
+    file's (the command-line flags); the result is validated like the file.
+    """
     from forcefield_refit import settings as models
     from forcefield_refit import workflows
 
@@ -155,6 +179,8 @@ def run_workflow(command: str, settings_path: PathLike) -> dict[str, object]:
         raise RefitInputError(f"command={command!r}; allowed: {sorted(table)}. Hint: forcefield-refit torsions x.yaml")
     model, function = table[command]
     loaded = models.load_settings(settings_path, model)  # type: ignore[arg-type]
+    if overrides:
+        loaded = models.apply_overrides(loaded, overrides)
     with threadpool_limits(1):
         return function(loaded)  # type: ignore[operator, no-any-return]
 
@@ -166,7 +192,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.WARNING if args.quiet else logging.INFO, format="%(levelname)s %(message)s"
     )
     if args.command in WORKFLOW_HELP:
-        report = run_workflow(args.command, args.settings)
+        flags = TORSION_OVERRIDES if args.command == "torsions" else {}
+        overrides = {key: getattr(args, flag) for flag, key in flags.items() if getattr(args, flag) is not None}
+        report = run_workflow(args.command, args.settings, overrides)
         logger.info("wrote %s", report.get("files"))
         return 0
     if args.frcmod is None and args.ffxml is None and args.plot is None:

@@ -120,11 +120,8 @@ def scan_profile(
     -------
     ScannedProfile
     """
-    system = mm_system if mm_system is not None else molecule.system(mm_forcefield)
-    if fit_dihedrals is None:
-        quads = dihedrals_by_label(molecule.topology, atom_labels(molecule.topology, mm_forcefield, by), fit_types)
-    else:
-        quads = {tuple(k): [tuple(q) for q in v] for k, v in fit_dihedrals.items() if v}  # type: ignore[misc]
+    if fit_dihedrals is None:  # unknown types fail before the (expensive) scan
+        dihedrals_by_label(molecule.topology, atom_labels(molecule.topology, mm_forcefield, by), fit_types)
     with threadpool_limits(1):
         profile = torsion_scan(
             reference_fn,
@@ -135,6 +132,29 @@ def scan_profile(
             max_iterations=max_iterations,
             moving_atoms=moving_side(molecule.bonds, scan_atoms),
         )
+    return profile_fit_data(name, molecule, profile, mm_forcefield, fit_types, by, mm_system, fit_dihedrals)
+
+
+def profile_fit_data(
+    name: str,
+    molecule: Molecule,
+    profile: TorsionProfile,
+    mm_forcefield: app.ForceField,
+    fit_types: Sequence[TypeQuad],
+    by: LabelKind = "type",
+    mm_system: openmm.System | None = None,
+    fit_dihedrals: Mapping[TypeQuad, Sequence[AtomQuad]] | None = None,
+) -> ScannedProfile:
+    """MM baseline, original MM energy and fitted-dihedral angles on an existing reference scan.
+
+    The second half of :func:`scan_profile` (same arguments), for scans made elsewhere or loaded from a
+    cache; ``profile.energies_kj`` are the reference energies.
+    """
+    system = mm_system if mm_system is not None else molecule.system(mm_forcefield)
+    if fit_dihedrals is None:
+        quads = dihedrals_by_label(molecule.topology, atom_labels(molecule.topology, mm_forcefield, by), fit_types)
+    else:
+        quads = {tuple(k): [tuple(q) for q in v] for k, v in fit_dihedrals.items() if v}  # type: ignore[misc]
     removable = [q for qs in quads.values() for q in qs if _has_terms(system, q)]
     baseline = evaluate_profile(openmm_energy_function(remove_torsions(system, removable)), profile.positions)
     original = evaluate_profile(openmm_energy_function(system), profile.positions)

@@ -10,20 +10,26 @@ intermolecular atom pairs of the fitted type pairs, ``y = E_target - E_MM + sum 
 ``sum (A / r^12 - B / r^6)`` for the new pair parameters: linear in ``(A, B) >= 0`` (non-negative least
 squares, Boltzmann weights), then ``Rmin = (2 A / B)^(1/6)``, ``epsilon = B^2 / (4 A)``.
 
-**H-bond term.** :class:`HbondTerm` adds ``cos(theta)^2 (c12 / r^12 - c10 / r^10)`` for ``theta`` the
-D-H...A angle above 90 degrees and ``r`` the H...A distance (an angle-dependent 12-10 term, OpenMM
-``CustomHbondForce``); fitted linearly to ``E_target - E_MM``.
+**H-bond term.** :class:`HbondTerm` adds ``(-cos theta)^p (c12 / r^12 - c10 / r^10 - c6 / r^6)`` for
+``theta`` the D-H...A angle above 90 degrees and ``r`` the H...A distance (OpenMM ``CustomHbondForce``),
+summed over every intermolecular donor (heavy, H) / acceptor triple of its types, as OpenMM applies it;
+fitted linearly to ``E_target - E_MM``. ``form="12-10"`` (default, ``c6 = 0``, ``c12, c10 >= 0``: a
+classic 12-10 well) or ``form="12-10-6"`` (``c12 >= 0``, ``c10`` and ``c6`` of either sign: a general
+short-range correction that can also *remove* binding). ``p`` (``angle_power``) is 2 by default; 1 and 4
+narrow or widen the angular window; 0 drops the angle (an H...A pair term, no ``step``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
-from scipy.optimize import nnls
+from scipy.optimize import lsq_linear, nnls
 
 from forcefield_refit.energy import EnergyFunction
 from forcefield_refit.exceptions import RefitInputError
@@ -32,8 +38,15 @@ from forcefield_refit.torsion_fit import boltzmann_weights
 
 logger = logging.getLogger(__name__)
 
-#: Energy expression of :class:`HbondTerm` (OpenMM CustomHbondForce syntax; nm, kJ/mol).
-HBOND_ENERGY = "step(-c) * c^2 * (c12 / r^12 - c10 / r^10); c = cos(angle(d1, d2, a1)); r = distance(d2, a1)"
+#: Energy expression of :class:`HbondTerm` with the default ``angle_power=2`` (OpenMM syntax; nm, kJ/mol).
+HBOND_ENERGY = (
+    "step(-c) * (-c)^2 * (c12 / r^12 - c10 / r^10 - c6 / r^6); c = cos(angle(d1, d2, a1)); r = distance(d2, a1)"
+)
+
+#: Allowed angular powers ``p`` of :class:`HbondTerm` (0: no angle dependence).
+ANGLE_POWERS = (0, 1, 2, 4)
+
+HbondForm = Literal["12-10", "12-10-6"]
 
 
 @dataclass
@@ -49,7 +62,11 @@ class HbondTerm:
     c12 : float
         kJ/mol nm^12 (repulsion).
     c10 : float
-        kJ/mol nm^10 (attraction).
+        kJ/mol nm^10 (attraction when positive).
+    c6 : float
+        kJ/mol nm^6 (attraction when positive; 0 for the classic 12-10 form).
+    angle_power : int
+        ``p`` of the angular factor ``(-cos theta)^p`` (one of :data:`ANGLE_POWERS`; 0 = no angle).
     fit_rmse_kj : float or None
         Fit RMSE, kJ/mol.
 
@@ -64,7 +81,24 @@ class HbondTerm:
     acceptor_type: str
     c12: float
     c10: float
+    c6: float = 0.0
+    angle_power: int = 2
     fit_rmse_kj: float | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.angle_power not in ANGLE_POWERS:
+            raise RefitInputError(
+                f"angle_power={self.angle_power}; allowed: {ANGLE_POWERS} (0: no angle dependence). Hint: 2."
+            )
+
+    @property
+    def expression(self) -> str:
+        """OpenMM ``CustomHbondForce`` energy expression of this term."""
+        radial = "(c12 / r^12 - c10 / r^10 - c6 / r^6)"
+        tail = "; r = distance(d2, a1)"
+        if self.angle_power == 0:
+            return radial + tail
+        return f"step(-c) * (-c)^{self.angle_power} * {radial}; c = cos(angle(d1, d2, a1))" + tail
 
     @property
     def types(self) -> tuple[str, str, str]:
@@ -73,21 +107,26 @@ class HbondTerm:
 
     def energy(self, r_nm: np.ndarray | float, theta_deg: np.ndarray | float) -> np.ndarray:
         """Energy at H...A distance ``r_nm`` (nm) and D-H...A angle ``theta_deg`` (degrees), kJ/mol."""
-        c = np.cos(np.radians(np.asarray(theta_deg, dtype=float)))
         r = np.asarray(r_nm, dtype=float)
-        return np.where(c < 0, c**2, 0.0) * (self.c12 / r**12 - self.c10 / r**10)
+        return _angular(theta_deg, self.angle_power) * (self.c12 / r**12 - self.c10 / r**10 - self.c6 / r**6)
+
+    def profile_energy(self, positions: np.ndarray, triples: Sequence[tuple[int, int, int]]) -> np.ndarray:
+        """Energy summed over ``(donor, H, acceptor)`` triples on every frame ``[M, N, 3]`` nm; ``[M]`` kJ/mol."""
+        r, theta = triple_geometry(positions, triples)
+        return np.sum(self.energy(r, theta), axis=1)
 
     def ffxml_element(self) -> ET.Element:
         """``<CustomHbondForce>`` element for an OpenMM ffxml file (types must be base force-field types)."""
         force = ET.Element(
             "CustomHbondForce",
-            {"particlesPerDonor": "2", "particlesPerAcceptor": "1", "bondCutoff": "3", "energy": HBOND_ENERGY},
+            {"particlesPerDonor": "2", "particlesPerAcceptor": "1", "bondCutoff": "3", "energy": self.expression},
         )
-        ET.SubElement(force, "PerDonorParameter", {"name": "c12"})
-        ET.SubElement(force, "PerDonorParameter", {"name": "c10"})
+        for name in ("c12", "c10", "c6"):
+            ET.SubElement(force, "PerDonorParameter", {"name": name})
         ET.SubElement(
             force, "Donor",
-            {"type1": self.donor_types[0], "type2": self.donor_types[1], "c12": repr(self.c12), "c10": repr(self.c10)},
+            {"type1": self.donor_types[0], "type2": self.donor_types[1], "c12": repr(self.c12), "c10": repr(self.c10),
+             "c6": repr(self.c6)},
         )
         ET.SubElement(force, "Acceptor", {"type1": self.acceptor_type})
         return force
@@ -119,6 +158,13 @@ class DimerProfile:
     donor: int
     hydrogen: int
     acceptor: int
+
+    def select(self, keep: np.ndarray) -> DimerProfile:
+        """The points ``keep`` (boolean or index array) of this profile."""
+        return dataclasses.replace(
+            self, distances_nm=self.distances_nm[keep], angles_deg=self.angles_deg[keep],
+            positions=self.positions[keep], energies_kj=self.energies_kj[keep],
+        )
 
 
 def _rotation(axis: np.ndarray, angle: float) -> np.ndarray:
@@ -354,14 +400,62 @@ def fit_nbfix(
     return out
 
 
-def hbond_geometry(profile: DimerProfile) -> tuple[np.ndarray, np.ndarray]:
-    """H...A distance (nm) and D-H...A angle (degrees) of every frame, ``[M]`` each."""
-    x = profile.positions
-    d, h, a = x[:, profile.donor], x[:, profile.hydrogen], x[:, profile.acceptor]
+def _angular(theta_deg: np.ndarray | float, power: int) -> np.ndarray:
+    """``(-cos theta)^p`` above 90 degrees, 0 below; 1 everywhere for ``p = 0``."""
+    c = np.cos(np.radians(np.asarray(theta_deg, dtype=float)))
+    if power == 0:
+        return np.ones_like(c)
+    return np.where(c < 0, (-c) ** power, 0.0)
+
+
+def triple_geometry(positions: np.ndarray, triples: Sequence[tuple[int, int, int]]) -> tuple[np.ndarray, np.ndarray]:
+    """H...A distances (nm) and D-H...A angles (degrees), ``[M, T]`` each, for frames ``[M, N, 3]``."""
+    x = np.asarray(positions, dtype=float)
+    idx = np.asarray(triples, dtype=int).reshape(-1, 3)
+    d, h, a = x[:, idx[:, 0]], x[:, idx[:, 1]], x[:, idx[:, 2]]
     u, v = d - h, a - h
-    r = np.linalg.norm(v, axis=1)
-    cos = np.sum(u * v, axis=1) / (np.linalg.norm(u, axis=1) * r)
+    r = np.linalg.norm(v, axis=-1)
+    cos = np.sum(u * v, axis=-1) / (np.linalg.norm(u, axis=-1) * r)
     return r, np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
+
+
+def nbfix_correction(
+    pairs: Sequence[NBFixPair], lj_types: dict[str, tuple[float, float]], labels: Sequence[str], profile: DimerProfile
+) -> np.ndarray:
+    """Interaction-energy change ``[M]`` (kJ/mol) when the NBFIX pairs replace the combining-rule LJ of their types.
+
+    Summed over the intermolecular atom pairs of each pair's types in every frame of ``profile``.
+    """
+    correction = np.zeros(profile.positions.shape[0])
+    for pair in pairs:
+        for i, j in intermolecular_pairs(labels, profile.n_donor_atoms, pair.types):
+            r = np.linalg.norm(profile.positions[:, i] - profile.positions[:, j], axis=1)
+            correction += pair.energy(r) - _combined_lj(lj_types, pair.types[0], pair.types[1], r)
+    return correction
+
+
+def hbond_geometry(profile: DimerProfile) -> tuple[np.ndarray, np.ndarray]:
+    """H...A distance (nm) and D-H...A angle (degrees) of the scanned triple in every frame, ``[M]`` each."""
+    r, theta = triple_geometry(profile.positions, [(profile.donor, profile.hydrogen, profile.acceptor)])
+    return r[:, 0], theta[:, 0]
+
+
+def hbond_triples(
+    labels: Sequence[str],
+    bonds: Sequence[tuple[int, int]],
+    n_donor_atoms: int,
+    types: tuple[str, str, str],
+) -> list[tuple[int, int, int]]:
+    """Intermolecular ``(donor heavy, H, acceptor)`` triples of a dimer with the given types, both directions.
+
+    These are the triples an OpenMM ``CustomHbondForce`` of those types acts on between the two monomers
+    (donor monomer: the first ``n_donor_atoms`` atoms).
+    """
+    side = [i >= n_donor_atoms for i in range(len(labels))]
+    pairs = [(i, j) for a, b in bonds for i, j in ((a, b), (b, a)) if (labels[i], labels[j]) == types[:2]]
+    return sorted(
+        (d, h, a) for d, h in pairs for a in range(len(labels)) if labels[a] == types[2] and side[a] != side[d]
+    )
 
 
 def fit_hbond_term(
@@ -371,8 +465,11 @@ def fit_hbond_term(
     acceptor_type: str,
     temperature_k: float | None = 1000.0,
     target_kj: Sequence[np.ndarray] | None = None,
+    triples: Sequence[Sequence[tuple[int, int, int]]] | None = None,
+    form: HbondForm = "12-10",
+    angle_power: int = 2,
 ) -> HbondTerm:
-    """Fit ``c12, c10 >= 0`` of :class:`HbondTerm` to ``residual = target - MM`` (NNLS, Boltzmann weights).
+    """Fit one :class:`HbondTerm` to ``residual = target - MM`` (bounded least squares, Boltzmann weights).
 
     Parameters
     ----------
@@ -386,27 +483,103 @@ def fit_hbond_term(
         Weighting temperature, K.
     target_kj : sequence of np.ndarray, optional
         Target energies for the weights (default: residuals).
+    triples : sequence of sequences of (int, int, int), optional
+        Per profile, every ``(donor, H, acceptor)`` triple the term acts on (:func:`hbond_triples`); default:
+        the scanned triple only.
+    form : {"12-10", "12-10-6"}
+        ``c12, c10 >= 0`` (``c6 = 0``), or ``c12 >= 0`` with ``c10``, ``c6`` of either sign.
+    angle_power : int
+        ``p`` of ``(-cos theta)^p``, one of :data:`ANGLE_POWERS`.
 
     Returns
     -------
     HbondTerm
     """
-    if len(profiles) != len(residuals_kj) or not profiles:
+    if triples is not None and len(triples) != len(profiles):
         raise RefitInputError(
-            f"{len(profiles)} profiles and {len(residuals_kj)} residual arrays; allowed: equal, >= 1. "
-            "Hint: one residual (target - MM) per profile."
+            f"{len(profiles)} profiles and {len(triples)} triple lists; allowed: one triple list per profile. "
+            "Hint: hbond_triples() for each dimer."
         )
+    per_profile = (
+        [[list(t)] for t in triples] if triples is not None
+        else [[[(p.donor, p.hydrogen, p.acceptor)]] for p in profiles]
+    )
+    for i, found in enumerate(per_profile):
+        if not found[0]:
+            raise RefitInputError(
+                f"profile {i}: no {donor_types}/{acceptor_type} donor-acceptor triple between the monomers; "
+                "allowed: types present in the dimer. Hint: check atom_labels of the dimer."
+            )
+    (term,) = fit_hbond_terms(
+        profiles, residuals_kj, [(*donor_types, acceptor_type)], per_profile, temperature_k, target_kj, form,
+        angle_power,
+    )
+    return term
+
+
+def fit_hbond_terms(
+    profiles: Sequence[DimerProfile],
+    residuals_kj: Sequence[np.ndarray],
+    types: Sequence[tuple[str, str, str]],
+    triples: Sequence[Sequence[Sequence[tuple[int, int, int]]]],
+    temperature_k: float | None = 1000.0,
+    target_kj: Sequence[np.ndarray] | None = None,
+    form: HbondForm = "12-10",
+    angle_power: int = 2,
+) -> list[HbondTerm]:
+    """Fit several :class:`HbondTerm` jointly: every term acts on its triples in every profile, as in OpenMM.
+
+    Parameters
+    ----------
+    profiles, residuals_kj, temperature_k, target_kj, form, angle_power
+        As in :func:`fit_hbond_term`.
+    types : sequence of (donor heavy, H, acceptor) types
+        One per term.
+    triples : ``[profile][term] -> [(d, h, a), ...]``
+        The triples of each term in each profile (may be empty).
+
+    Returns
+    -------
+    list of HbondTerm
+        In the order of ``types``; ``fit_rmse_kj`` is the joint weighted RMSE.
+    """
+    if len(profiles) != len(residuals_kj) or not profiles or len(triples) != len(profiles) or not types:
+        raise RefitInputError(
+            f"{len(profiles)} profiles, {len(residuals_kj)} residual arrays, {len(triples)} triple lists, "
+            f"{len(types)} terms; allowed: equal numbers per profile, >= 1. "
+            "Hint: one residual (target - MM) and one triple list per term per profile."
+        )
+    if form not in ("12-10", "12-10-6"):
+        raise RefitInputError(f"form={form!r}; allowed: '12-10' or '12-10-6'. Hint: '12-10-6' to also remove binding.")
+    HbondTerm(types[0][:2], types[0][2], 0.0, 0.0, angle_power=angle_power)  # type: ignore[arg-type]  # validates p
+    powers, signs = ((12, 10), (1, -1)) if form == "12-10" else ((12, 10, 6), (1, -1, -1))
     cols, ys, ws = [], [], []
     for i, (p, y) in enumerate(zip(profiles, residuals_kj, strict=True)):
-        r, theta = hbond_geometry(p)
-        f = np.where(np.cos(np.radians(theta)) < 0, np.cos(np.radians(theta)) ** 2, 0.0)
-        cols.append(np.stack([f / r**12, -f / r**10], axis=1))
+        block = np.zeros((p.positions.shape[0], len(types) * len(powers)))
+        for t, found in enumerate(triples[i]):
+            if len(found):
+                r, theta = triple_geometry(p.positions, found)
+                f = _angular(theta, angle_power)
+                for c, (sg, n) in enumerate(zip(signs, powers, strict=True)):  # c12/r^12 - c10/r^10 - c6/r^6
+                    block[:, t * len(powers) + c] = np.sum(sg * f / r**n, axis=1)
+        cols.append(block)
         ys.append(np.asarray(y, dtype=float))
         ws.append(boltzmann_weights(target_kj[i] if target_kj is not None else y, temperature_k))
     design, y_all, w = np.concatenate(cols), np.concatenate(ys), np.concatenate(ws)
     scale = np.abs(design).max(axis=0)
-    coef, _ = nnls(design / scale * np.sqrt(w)[:, None], y_all * np.sqrt(w))
+    scale[scale == 0] = 1.0
+    a, b = design / scale * np.sqrt(w)[:, None], y_all * np.sqrt(w)
+    if form == "12-10":
+        coef, _ = nnls(a, b)
+    else:
+        lower = np.tile([0.0, -np.inf, -np.inf], len(types))
+        coef = lsq_linear(a, b, bounds=(lower, np.full(lower.size, np.inf))).x
     coef = coef / scale
-    resid = design @ coef - y_all
-    rmse = float(np.sqrt(np.sum(w * resid**2) / np.sum(w)))
-    return HbondTerm(donor_types, acceptor_type, float(coef[0]), float(coef[1]), fit_rmse_kj=rmse)
+    rmse = float(np.sqrt(np.sum(w * (design @ coef - y_all) ** 2) / np.sum(w)))
+    out = []
+    for t, (d, h, acc) in enumerate(types):
+        k = [*coef[t * len(powers) : (t + 1) * len(powers)], 0.0]
+        out.append(HbondTerm((d, h), acc, float(k[0]), float(k[1]), float(k[2]), angle_power, fit_rmse_kj=rmse))
+        logger.info("H-bond %s (%s, p=%d): c12 %.3g c10 %.3g c6 %.3g, joint RMSE %.3f kJ/mol", out[-1].types,
+                    form, angle_power, out[-1].c12, out[-1].c10, out[-1].c6, rmse)
+    return out

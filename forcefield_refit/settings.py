@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from forcefield_refit.exceptions import RefitInputError
 
-Format = Literal["frcmod", "prm", "itp", "ffxml"]
+Format = Literal["frcmod", "prm", "itp", "ffxml", "prmtop"]
 
 
 class _Strict(BaseModel):
@@ -50,7 +50,11 @@ class OutputSettings(_Strict):
     """Which files to write, and where."""
 
     directory: Path = Field(description="output folder (created if missing)")
-    formats: list[Format] = Field(["frcmod", "prm", "itp", "ffxml"], description="parameter file formats")
+    formats: list[Format] = Field(
+        ["frcmod", "prm", "itp", "ffxml"],
+        description="parameter file formats; 'prmtop' (cmap only): one Amber prmtop + inpcrd per profile molecule "
+        "with the fitted CMAP, since a frcmod cannot hold CMAP",
+    )
     prefix: str = Field("refit", description="file name stem")
     overwrite: bool = Field(False, description="replace existing files")
     plots: bool = Field(True, description="one PNG per profile (target, original, refit)")
@@ -81,7 +85,12 @@ class TorsionFitSettings(_Strict):
     """Fourier fit options."""
 
     periodicities: list[int] = Field([1, 2, 3, 4, 5, 6], description="1..6")
-    ridge: float = Field(0.0, ge=0, description="ridge penalty on amplitudes")
+    ridge: float = Field(0.0, ge=0, description="ridge penalty on the Fourier amplitudes (0: plain least squares)")
+    prior: Literal["base", "zero"] = Field(
+        "base",
+        description="what the ridge pulls toward: 'base' = the base force field's terms of each fitted quadruple "
+        "(directions the scans do not determine stay at the starting parameters), 'zero' = plain ridge",
+    )
     temperature_k: float | None = Field(None, gt=0, description="Boltzmann weighting temperature, K")
     phases: Literal["free", "0/180"] = Field("free", description="free phases or 0/180 only")
 
@@ -93,6 +102,12 @@ class TorsionsSettings(_Strict):
     base_forcefield: list[str] = Field(["amber14-all.xml"], description="force field being refit")
     label_by: Literal["type", "class"] = Field("type", description="'class' for amber99sb.xml")
     profiles: list[TorsionProfileSettings] = Field(min_length=1)
+    only_differing: bool = Field(
+        False,
+        description="fit only the dihedral classes whose terms differ between base_forcefield and "
+        "reference.forcefield on the profile molecules (profiles[].fit_types ignored; needs reference.forcefield); "
+        "classes whose instances disagree are left at the base terms and listed in the report",
+    )
     scan: ScanSettings = ScanSettings()
     fit: TorsionFitSettings = TorsionFitSettings()
     output: OutputSettings
@@ -141,6 +156,15 @@ class HbondsSettings(_Strict):
     angles_deg: list[float] = Field([-30.0, 0.0, 30.0])
     nbfix_pairs: list[list[str]] = Field([], description="type pairs for NBFIX")
     hbond_terms: list[list[str]] = Field([], description="[donor heavy type, H type, acceptor type] per term")
+    hbond_form: Literal["12-10", "12-10-6"] = Field(
+        "12-10",
+        description="'12-10': c12, c10 >= 0 (a classic H-bond well); '12-10-6': c12 >= 0, c10 and c6 of either sign "
+        "(a short-range correction that can also weaken binding)",
+    )
+    angle_power: Literal[0, 1, 2, 4] = Field(2, description="p of the (-cos theta_DHA)^p factor; 0: no angle")
+    fit_window_kcal: float | None = Field(
+        None, gt=0, description="fit H-bond terms only on points within this many kcal/mol of each target minimum"
+    )
     temperature_k: float | None = Field(1000.0, gt=0)
     output: OutputSettings
 
@@ -169,4 +193,32 @@ def load_settings(path: str | os.PathLike[str], model: type[BaseModel]) -> BaseM
         raise RefitInputError(
             f"settings={source} is not a valid {model.__name__}: {error}. Hint: unknown keys are rejected; "
             "see forcefield_refit/settings.py for every field."
+        ) from error
+
+
+def apply_overrides(settings: BaseModel, overrides: dict[str, object]) -> BaseModel:
+    """A copy of ``settings`` with dotted keys replaced (``{"fit.ridge": 0.1}``), validated again.
+
+    Raises
+    ------
+    RefitInputError
+        Naming an unknown key or an invalid value.
+    """
+    data = settings.model_dump()
+    for dotted, value in overrides.items():
+        *parents, leaf = dotted.split(".")
+        node = data
+        for key in parents:
+            node = node.get(key) if isinstance(node, dict) else None  # type: ignore[assignment]
+        if not isinstance(node, dict) or leaf not in node:
+            raise RefitInputError(
+                f"override {dotted}={value!r}: no such setting in {type(settings).__name__}; allowed: existing "
+                "dotted keys such as 'fit.ridge'. Hint: see forcefield_refit/settings.py."
+            )
+        node[leaf] = value
+    try:
+        return type(settings).model_validate(data)
+    except ValidationError as error:
+        raise RefitInputError(
+            f"overrides {overrides} are not valid for {type(settings).__name__}: {error}. Hint: see the flag's help."
         ) from error

@@ -1,10 +1,11 @@
-"""Atomic, no-clobber text output shared by every writer."""
+"""Atomic, no-clobber output shared by every writer."""
 
 from __future__ import annotations
 
 import logging
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from forcefield_refit.exceptions import RefitInputError
@@ -41,6 +42,17 @@ def atomic_write_text(path: str | os.PathLike[str], text: str, overwrite: bool =
     >>> out.read_text()
     'x\\n'
     """
+    return atomic_write_with(path, lambda tmp: tmp.write_text(text), overwrite)
+
+
+def check_writable(path: str | os.PathLike[str], overwrite: bool = False) -> Path:
+    """``path`` as a Path after checking it may be written (no clobber unless ``overwrite``, folder exists).
+
+    Raises
+    ------
+    RefitInputError
+        If ``path`` exists and ``overwrite`` is false, or its folder does not exist.
+    """
     target = Path(path)
     if target.exists() and not overwrite:
         raise RefitInputError(
@@ -53,13 +65,23 @@ def atomic_write_text(path: str | os.PathLike[str], text: str, overwrite: bool =
             f"path={str(target)!r}: folder {str(folder)!r} does not exist; allowed: a path in an existing "
             "folder. Hint: create the output folder first."
         )
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
+    return target
+
+
+def atomic_write_with(path: str | os.PathLike[str], write: Callable[[Path], object], overwrite: bool = False) -> Path:
+    """Let ``write(tmp)`` create a temporary file next to ``path``, then ``os.replace`` it onto ``path``.
+
+    For files written by other libraries (ParmEd). Same checks as :func:`atomic_write_text`.
+    """
+    target = check_writable(path, overwrite)
+    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp = Path(name)
     try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
+        write(tmp)
         os.replace(tmp, target)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     logger.debug("wrote %s", target)
     return target

@@ -15,7 +15,15 @@ from openmm import app
 
 from forcefield_refit.energy import openmm_energy_function
 from forcefield_refit.exceptions import RefitInputError
-from forcefield_refit.hbonds import DimerProfile, HbondTerm, NBFixData, dimer_scan, fit_hbond_term, fit_nbfix
+from forcefield_refit.hbonds import (
+    DimerProfile,
+    HbondTerm,
+    NBFixData,
+    dimer_scan,
+    fit_hbond_term,
+    fit_nbfix,
+    hbond_triples,
+)
 from forcefield_refit.molecules import Molecule, atom_labels, combine, load_molecule, water_molecule
 from forcefield_refit.profiles import evaluate_profile
 from forcefield_refit.terms import NBFixPair
@@ -124,3 +132,36 @@ def test_custom_hbond_term_fit_and_ffxml(tmp_path, base, molecules) -> None:
     assert fitted.c10 == pytest.approx(truth.c10, rel=1e-6)
     refit_ff = app.ForceField(str(write_ffxml(tmp_path / "refit.xml", hbonds=[fitted])), *BASE)
     np.testing.assert_allclose(_interaction(refit_ff, dimer, profile), target, atol=1e-3)
+
+
+@pytest.mark.parametrize("angle_power", [0, 4])
+def test_general_hbond_term_over_all_triples_matches_openmm(tmp_path, base, molecules, angle_power) -> None:
+    """Water dimer, 12-10-6 form with a repulsive r^-6 part: OpenMM applies the term to all four intermolecular
+    O-H...O triples (both waters donate); fitting over those triples recovers it and the refit ffxml reproduces
+    the target."""
+    w = molecules["water"]
+    truth = HbondTerm(("tip3p-O", "tip3p-H"), "tip3p-O", 3.0e-9, -2.0e-7, -4.0e-4, angle_power=angle_power)
+    target_ff = app.ForceField(str(write_ffxml(tmp_path / "hb.xml", hbonds=[truth])), *BASE)
+    profile, dimer = _scan(base, w, w, (0, 1, 2, 0, [1, 2]))
+    target = _interaction(target_ff, dimer, profile)
+    triples = hbond_triples(atom_labels(dimer.topology, base), dimer.bonds, profile.n_donor_atoms, truth.types)
+    assert triples == [(0, 1, 3), (0, 2, 3), (3, 4, 0), (3, 5, 0)]
+    np.testing.assert_allclose(profile.energies_kj + truth.profile_energy(profile.positions, triples), target,
+                               atol=1e-3)
+    fitted = fit_hbond_term([profile], [target - profile.energies_kj], truth.donor_types, truth.acceptor_type,
+                            temperature_k=None, triples=[triples], form="12-10-6", angle_power=angle_power)
+    for name in ("c12", "c10", "c6"):
+        assert getattr(fitted, name) == pytest.approx(getattr(truth, name), rel=1e-5), name
+    refit_ff = app.ForceField(str(write_ffxml(tmp_path / "refit.xml", hbonds=[fitted])), *BASE)
+    np.testing.assert_allclose(_interaction(refit_ff, dimer, profile), target, atol=1e-3)
+
+
+def test_hbond_term_rejects_bad_options(base, molecules) -> None:
+    with pytest.raises(RefitInputError, match=r"angle_power=3; allowed: \(0, 1, 2, 4\)"):
+        HbondTerm(("tip3p-O", "tip3p-H"), "tip3p-O", 1e-9, 1e-7, angle_power=3)
+    w = molecules["water"]
+    profile, _ = _scan(base, w, w, (0, 1, 2, 0, [1, 2]))
+    with pytest.raises(RefitInputError, match="form='12-6'; allowed: '12-10' or '12-10-6'"):
+        fit_hbond_term([profile], [profile.energies_kj], ("tip3p-O", "tip3p-H"), "tip3p-O", form="12-6")  # type: ignore[arg-type]
+    with pytest.raises(RefitInputError, match="no .* donor-acceptor triple between the monomers"):
+        fit_hbond_term([profile], [profile.energies_kj], ("protein-N", "protein-H"), "tip3p-O", triples=[[]])

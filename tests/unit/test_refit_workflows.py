@@ -6,13 +6,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import openmm
 import yaml
-from openmm import app
+from openmm import app, unit
 
 from forcefield_refit.cli import main, run_workflow
+from forcefield_refit.energy import openmm_energy_function
 from forcefield_refit.exceptions import RefitInputError
 from forcefield_refit.hbonds import HbondTerm
+from forcefield_refit.molecules import backbone_dihedrals
 from forcefield_refit.reload import reload_charmm_prm, reload_frcmod_terms, reload_gromacs_itp
+from forcefield_refit.term_energy import term_energies
 from forcefield_refit.writers.openmm_xml import load_forcefield, write_ffxml
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,7 +62,7 @@ def test_cmap_workflow_coarse_grid(tmp_path) -> None:
         "profiles": [{"name": "ala", "pdb": ALA}],
         "n_grid": 6,
         "max_iterations": 100,
-        "output": {"directory": str(tmp_path / "out"), "formats": ["prm", "itp", "ffxml"]},
+        "output": {"directory": str(tmp_path / "out"), "formats": ["prm", "itp", "ffxml", "prmtop"]},
     })
     assert main(["-q", "cmap", str(settings)]) == 0
     report = yaml.safe_load((tmp_path / "out" / "refit_report.json").read_text())
@@ -68,6 +72,14 @@ def test_cmap_workflow_coarse_grid(tmp_path) -> None:
     (same,) = reload_gromacs_itp(tmp_path / "out" / "refit.itp", ["C", "N", "CX"]).cmaps
     np.testing.assert_allclose(cmap.grid_kj, same.grid_kj, atol=1e-6)
     assert (tmp_path / "out" / "ala_cmap.png").exists()
+    prmtop, inpcrd = report["files"]["prmtop"]["ala"]  # the prmtop holds the same map on Ala's phi/psi
+    system = app.AmberPrmtopFile(prmtop).createSystem(nonbondedMethod=app.NoCutoff, constraints=None)
+    group = next(i for i, f in enumerate(system.getForces()) if isinstance(f, openmm.CMAPTorsionForce))
+    system.getForce(group).setForceGroup(5)
+    positions = app.AmberInpcrdFile(inpcrd).getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+    dihedrals = backbone_dihedrals(app.PDBFile(ALA).topology)
+    expected = term_energies(positions[None], cmaps={(*dihedrals["phi"], dihedrals["psi"][3]): cmap})["cmaps"]
+    assert openmm_energy_function(system, groups={5})(positions)[0] == pytest.approx(expected[0], abs=1e-3)
 
 
 def test_hbonds_workflow_water_dimer(tmp_path) -> None:
