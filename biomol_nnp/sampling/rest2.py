@@ -145,7 +145,10 @@ def _scale_nonbonded(force: openmm.NonbondedForce, atoms: set[int]) -> None:
     for k in range(force.getNumExceptions()):
         i, j, charge_product, sigma, epsilon = force.getExceptionParameters(k)
         inside = (i in atoms) + (j in atoms)
-        if inside == 0 or (charge_product._value == 0.0 and epsilon._value == 0.0):
+        if inside == 0 or (
+            charge_product.value_in_unit(u.elementary_charge**2) == 0.0
+            and epsilon.value_in_unit(u.kilojoule_per_mole) == 0.0
+        ):
             continue
         force.setExceptionParameters(k, i, j, 0.0, sigma, 0.0)
         force.addExceptionParameterOffset(SCALE if inside == 2 else SQRT_SCALE, k, charge_product, 0.0, epsilon)
@@ -163,9 +166,11 @@ def _scale_torsions(force: openmm.PeriodicTorsionForce, atoms: set[int]) -> list
     for index in range(force.getNumTorsions()):
         a, b, c, d, periodicity, phase, k = force.getTorsionParameters(index)
         outer = (a in atoms) + (d in atoms)
-        if outer == 0 or k._value == 0.0:
+        k_kj = k.value_in_unit(u.kilojoule_per_mole)
+        if outer == 0 or k_kj == 0.0:
             continue
-        custom.addTorsion(a, b, c, d, [float(outer == 2), float(outer == 1), periodicity, phase._value, k._value])
+        parameters = [float(outer == 2), float(outer == 1), periodicity, phase.value_in_unit(u.radian), k_kj]
+        custom.addTorsion(a, b, c, d, parameters)
         force.setTorsionParameters(index, a, b, c, d, periodicity, phase, 0.0)
     return [custom] if custom.getNumTorsions() else []
 
