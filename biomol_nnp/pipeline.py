@@ -79,6 +79,7 @@ def train_and_export(
     Members are checkpointed in ``output_dir/checkpoints``; ``resume`` continues from there.
     """
     from biomol_nnp.models.export import build_metadata, save_model
+    from biomol_nnp.models.registry import model_cutoff
     from biomol_nnp.qm.labels import LabelStore
     from biomol_nnp.train.data import samples_from_store
     from biomol_nnp.train.plots import learning_curve
@@ -106,14 +107,14 @@ def train_and_export(
         bar.close()
     metadata = build_metadata(
         settings.model.elements,
-        settings.model.radial_cutoff_nm,
+        model_cutoff(settings.model),
         settings.model.embedding_cutoff_nm,
         settings.train.ensemble_size,
         settings.labels.method,
         store.content_hash(),
         embedding_switch_width_nm=settings.model.embedding_switch_width_nm,
         training_total_charges=sorted({int(round(sample.total_charge)) for sample in samples}),
-        architecture="ani",
+        architecture=settings.model.architecture,
         dtype="float64",
         settings=settings.model.model_dump(mode="json"),
     )

@@ -169,7 +169,7 @@ def evaluate_all(
     """
     if not samples:
         return {}, []
-    members = len(model.members)
+    members = len(model.get_submodule("members"))  # type: ignore[arg-type]  # a ModuleList in every architecture
     # row 0: the ensemble mean, row 1 + k: member k
     sums = {key: np.zeros(members + 1) for key in ("energy", "force", "charge", "embedding")}
     counts = dict.fromkeys(sums, 0)
