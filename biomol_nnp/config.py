@@ -330,6 +330,15 @@ class SimulationSettings(Settings):
         description="Above the threshold: 'warn' (log), 'stop' (checkpoint, frame saved, run stops) or 'collect' "
         "(frame written to uncertain/ for labelling, run goes on).",
     )
+    water_restraint_k: float = Field(
+        1000.0,
+        ge=0,
+        description="Flat-bottom restraints for a region with waters, kJ/mol/nm^2 (0: none): region waters stay "
+        "within, MM waters outside, spheres around the region's other atoms (radii from the start positions).",
+    )
+    water_restraint_margin_nm: float = Field(
+        0.05, gt=0, description="Margin added to the region-water sphere radius (and taken from the MM one), nm."
+    )
     nve_steps: int = Field(2000, ge=10, description="`check-nve`: NVE (Verlet) steps.")
     nve_timestep_fs: float = Field(0.5, gt=0, description="`check-nve`: time step, fs.")
     nve_report_interval: int = Field(10, ge=1, description="`check-nve`: steps between energy samples.")

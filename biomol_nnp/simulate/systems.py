@@ -18,12 +18,15 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import openmm
 import openmm.app as app
 import openmm.unit as u
 
 from biomol_nnp.config import SimulationSettings, SystemSettings
 from biomol_nnp.exceptions import ConfigError, InputError
+from biomol_nnp.openmm.restraints import RESTRAINT_NAMES, WATER_RESIDUE_NAMES, add_water_restraints
+from biomol_nnp.qm.sampling import minimum_image
 
 logger = logging.getLogger(__name__)
 
@@ -32,9 +35,6 @@ MM_GROUP = 0
 
 NNP_GROUP = 1
 """Force group of the model force (NNP energy of the region plus its embedding energy)."""
-
-RESTRAINT_NAMES = ("RegionWaterRestraint", "MMWaterRestraint")
-"""Force names of the flat-bottom water restraints (`biomol_nnp.openmm.restraints`)."""
 
 PREPARED_FILES = ("system.xml", "topology.pdb", "region.json")
 """Files of a `biomol-nnp prepare` folder the runner reads."""
@@ -181,6 +181,8 @@ def build_run_system(system_settings: SystemSettings, simulation: SimulationSett
     else:
         system = create_mixed_system(topology, mm_system, ml_atoms, simulation)
         topology, positions = with_link_sites(topology, positions, system)
+    if not simulation.mm_only and simulation.water_restraint_k > 0:
+        restrain_region_waters(system, topology, positions, ml_atoms, simulation)
     if simulation.ensemble == "npt":
         barostat = openmm.MonteCarloBarostat(
             simulation.pressure_bar * u.bar, simulation.temperature_k * u.kelvin, simulation.barostat_interval
@@ -196,6 +198,40 @@ def build_run_system(system_settings: SystemSettings, simulation: SimulationSett
         simulation.ensemble.upper(),
     )
     return RunSystem(topology, mm_system, system, positions, ml_atoms, groups)
+
+
+def restrain_region_waters(
+    system: openmm.System, topology: app.Topology, positions: Any, ml_atoms: list[int], simulation: SimulationSettings
+) -> None:
+    """Add `biomol_nnp.openmm.restraints.add_water_restraints` when the region holds waters.
+
+    Sphere centre: the region's non-water atoms. Region-water radius: the farthest region-water oxygen at the
+    start plus ``water_restraint_margin_nm``; MM-water radius: the nearest MM-water oxygen minus the margin
+    (at most the region radius), so the start is inside both flat bottoms.
+    """
+    region = set(ml_atoms)
+    oxygens = [
+        a.index for a in topology.atoms() if a.residue.name in WATER_RESIDUE_NAMES and a.element is app.element.oxygen
+    ]
+    region_waters = [i for i in oxygens if i in region]
+    centre = [a.index for a in topology.atoms() if a.index in region and a.residue.name not in WATER_RESIDUE_NAMES]
+    if not region_waters or not centre:
+        return
+    xyz = np.asarray(positions.value_in_unit(u.nanometer))
+    box = system.getDefaultPeriodicBoxVectors() if system.usesPeriodicBoundaryConditions() else None
+    box_nm = None if box is None else np.array([v.value_in_unit(u.nanometer) for v in box])
+
+    def distance(indices: list[int]) -> np.ndarray:
+        delta = xyz[indices] - xyz[centre].mean(axis=0)
+        return np.linalg.norm(delta if box_nm is None else minimum_image(delta, box_nm), axis=1)
+
+    margin = simulation.water_restraint_margin_nm
+    radius = float(distance(region_waters).max()) + margin
+    mm_waters = [i for i in oxygens if i not in region]
+    mm_radius = min(radius, float(distance(mm_waters).min()) - margin) if mm_waters else radius
+    add_water_restraints(
+        system, topology, region_waters, centre, radius, simulation.water_restraint_k, max(mm_radius, margin)
+    )
 
 
 def with_link_sites(topology: app.Topology, positions: Any, system: openmm.System) -> tuple[app.Topology, Any]:

@@ -81,7 +81,15 @@ def test_build_mechanical_mixed_system(toy_path):
 
 @pytest.fixture(scope="module")
 def water_box(tmp_path_factory):
-    return prepared_dipeptide(tmp_path_factory.mktemp("prepared") / "box", solvated=True, region="resname ALA")
+    region = "resname ALA or (resname HOH and around 3.5 resname ALA)"  # MDAnalysis: Angstrom
+    return prepared_dipeptide(tmp_path_factory.mktemp("prepared") / "box", solvated=True, region=region)
+
+
+def region_size(folder: Path) -> tuple[int, int]:
+    """Atoms of the prepared region and how many of them are water oxygens."""
+    region = json.loads((folder / "region.json").read_text())
+    waters = sum(1 for residue in region["residues"] if residue["name"] == "HOH")
+    return region["n_atoms"], waters
 
 
 def box_volume(folder: Path) -> float:
@@ -117,7 +125,8 @@ def test_ensemble_uncertainty_matches_analytic_toy(toy_path):
 
 
 def test_log_terms_and_uncertainty_columns(toy_path, water_box, tmp_path):
-    """Per-term energies add up; uncertainty and vacuum columns obey the toy identities (region with link caps)."""
+    """Per-term energies add up (restraints on the region waters included); uncertainty and vacuum columns obey
+    the toy identities (region with link caps and waters)."""
     settings = SimulationSettings(
         model_path=toy_path,
         prepared_dir=water_box,
@@ -128,10 +137,12 @@ def test_log_terms_and_uncertainty_columns(toy_path, water_box, tmp_path):
     )
     result = run_md(SystemSettings(), settings, tmp_path / "md")
     rows = _rows(result.log)
-    assert [row["step"] for row in rows] == [10, 20] and result.n_ml_atoms == 10
+    n_region, n_waters = region_size(water_box)
+    assert [row["step"] for row in rows] == [10, 20] and result.n_ml_atoms == n_region and n_waters > 0
     for row in rows:
         terms = row["mm_kj_mol"] + row["nnp_kj_mol"] + row["restraints_kj_mol"]
         assert row["potential_kj_mol"] == pytest.approx(terms, abs=1e-6)
+        assert row["restraints_kj_mol"] >= 0.0
         assert row["embedding_kj_mol"] == pytest.approx(row["nnp_kj_mol"] - row["nnp_vacuum_kj_mol"], abs=1e-6)
         assert row["embedding_kj_mol"] != 0.0
         pair = row["nnp_vacuum_kj_mol"] / SCALES.mean()
@@ -162,7 +173,7 @@ def test_uncertainty_guard_stop_then_collect(toy_path, water_box, tmp_path):
     assert result.resumed_from_step == 10 and result.uncertain_frames == 2
     configs = read_configurations(folder / "uncertain" / "configurations.h5")
     assert [c.frame for c in configs] == [20, 30]
-    assert len(configs[0].atomic_numbers) == 12  # 10 ALA atoms + 2 link-hydrogen caps
+    assert len(configs[0].atomic_numbers) == region_size(water_box)[0] + 2  # + 2 link-hydrogen caps
     assert list(configs[0].atomic_numbers[-2:]) == [1, 1] and configs[0].n_mm > 0
     with np.load(folder / "uncertain" / "frame_0000000020.npz") as frame:
         assert frame["positions"].shape == (n_atoms(water_box) + 2, 3) and frame["max_force_std"] > 1e-3
