@@ -407,3 +407,33 @@ def test_cli_repex_runs_and_resumes(tmp_path):
 
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["iterations"] == 3 and summary["states"][1]["temperature_k"] == pytest.approx(450.0)
+
+
+@pytest.mark.slow
+def test_killed_repex_resumes_from_its_checkpoints(tmp_path):
+    """SIGKILL a `biomol-nnp repex` process after some iterations, then finish the run in process."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    settings = ReplicaExchangeSettings(
+        kind="rest2", n_replicas=3, iterations=40, steps_per_iteration=200, equilibration_steps=50,
+        platform="Reference",
+    )  # fmt: skip
+    config = settings.to_yaml(tmp_path / "repex.yaml")
+    out = tmp_path / "out"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "biomol_nnp.cli", "-q", "--no-progress", "repex", str(config), "-o", str(out)]
+    )
+    log = out / "replicas" / "log.csv"
+    deadline = time.time() + 600
+    while time.time() < deadline and (not log.is_file() or len(log.read_text().splitlines()) < 4):
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    done = len(log.read_text().splitlines()) - 1
+    assert 3 <= done < 40
+    result = run_replica_exchange(settings, out, progress=False)
+    iterations = np.loadtxt(log, delimiter=",", skiprows=1)[:, 0]
+    assert result.iterations == 40 and iterations[-1] == 40 and len(set(iterations)) == len(iterations)
