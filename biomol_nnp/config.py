@@ -169,9 +169,9 @@ class PaiNNSettings(Settings):
     """Equivariant message-passing model (PaiNN-like), used when ``ModelSettings.architecture`` is 'painn'."""
 
     cutoff_nm: float = Field(0.5, gt=0, description="Neighbour cutoff of the messages (cosine envelope), nm.")
-    features: int = Field(64, ge=4, description="Width of the scalar and vector features of each atom.")
+    features: int = Field(32, ge=4, description="Width of the scalar and vector features of each atom.")
     radial_basis: int = Field(16, ge=1, description="Number of Bessel radial basis functions (learnable frequencies).")
-    interactions: int = Field(3, ge=1, le=6, description="Number of message + update blocks.")
+    interactions: int = Field(2, ge=1, le=6, description="Number of message + update blocks.")
     head_hidden: int = Field(32, ge=1, description="Hidden width of the per-atom energy/charge/polarisability head.")
 
 

@@ -20,18 +20,23 @@ from biomol_nnp.models.ensemble import EnsembleModel, init_output_layer
 
 
 def element_network(inputs: int, hidden: list[int], outputs: int) -> torch.nn.Sequential:
-    """A multilayer perceptron with smooth CELU activations (no kinks, so forces are continuous)."""
+    """A multilayer perceptron with SiLU activations: infinitely smooth, so forces and their derivatives
+    (Hessians, normal modes) are continuous (CELU, ANI's original choice, has a jump in the second derivative)."""
     layers: list[torch.nn.Module] = []
     width = inputs
     for size in hidden:
-        layers += [torch.nn.Linear(width, size), torch.nn.CELU(alpha=0.1)]
+        layers += [torch.nn.Linear(width, size), torch.nn.SiLU()]
         width = size
     layers.append(torch.nn.Linear(width, outputs))
     return torch.nn.Sequential(*layers)
 
 
 class ElementNetworks(torch.nn.Module):
-    """One network per element: descriptors [B, N, F] -> (energy, raw charge, raw polarisability) [B, N, 3]."""
+    """One network per element: descriptors of atoms sorted by element [A, F] -> outputs [A, 3].
+
+    ``bounds`` [S + 2] are the offsets of each element's block in the sorted rows (padding rows, element
+    -1, come first and get zeros): contiguous slices instead of scattered copies keep the backward cheap.
+    """
 
     def __init__(self, num_elements: int, inputs: int, hidden: list[int]) -> None:
         super().__init__()
@@ -42,15 +47,11 @@ class ElementNetworks(torch.nn.Module):
             init_output_layer(last)  # near flat, neutral, weakly polarisable: early MD cannot blow up
         self.networks = torch.nn.ModuleList(networks)
 
-    def forward(self, features: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
-        flat_features = features.reshape(-1, features.shape[-1])
-        flat_species = species.reshape(-1)
-        out = torch.zeros(flat_features.shape[0], 3, dtype=features.dtype, device=features.device)
+    def forward(self, features: torch.Tensor, bounds: list[int]) -> torch.Tensor:
+        blocks = [torch.zeros(bounds[1], 3, dtype=features.dtype, device=features.device)]
         for index, network in enumerate(self.networks):
-            rows = (flat_species == index).nonzero().squeeze(1)
-            if rows.numel() > 0:
-                out = out.index_copy(0, rows, network(flat_features.index_select(0, rows)))
-        return out.reshape(species.shape[0], species.shape[1], 3)
+            blocks.append(network(features[bounds[index + 1] : bounds[index + 2]]))
+        return torch.cat(blocks)
 
 
 class NNPEnsemble(EnsembleModel):
@@ -84,10 +85,17 @@ class NNPEnsemble(EnsembleModel):
     def atomic_outputs(self, positions: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
         """Per-member atomic (energy / energy_scale, raw charge, raw polarisability) [K, B, N, 3]."""
         features = (self.descriptor(positions, species) - self.feature_mean) * self.feature_scale
+        flat_species = species.reshape(-1)
+        order = torch.argsort(flat_species, stable=True)
+        counts = torch.bincount(flat_species + 1, minlength=self.num_elements + 1)
+        offsets: list[int] = torch.cumsum(counts, 0).tolist()
+        bounds = [0] + offsets
+        sorted_features = features.reshape(-1, features.shape[-1]).index_select(0, order)
+        inverse = torch.argsort(order)
         outputs: list[torch.Tensor] = []
         for member in self.members:
-            outputs.append(member(features, species))
-        return torch.stack(outputs)
+            outputs.append(member(sorted_features, bounds).index_select(0, inverse))
+        return torch.stack(outputs).reshape(len(outputs), species.shape[0], species.shape[1], 3)
 
 
 def build_ensemble(settings: ModelSettings, ensemble_size: int) -> NNPEnsemble:

@@ -25,6 +25,16 @@ ANGLE_COSINE_SCALE = 0.95
 """cos(theta) is scaled by this factor so acos has a finite derivative at 0 and pi (as in ANI)."""
 
 
+EXP_ARGUMENT_LIMIT = 80.0
+"""Gaussians exp(-x) are evaluated with x clamped to this value (exp(-80) = 1.8e-35, below the round-off of
+any sum they enter): libm's exp takes a slow path (10-100x) for arguments that underflow."""
+
+
+def gaussian(exponent: torch.Tensor, limit: float = 80.0) -> torch.Tensor:
+    """exp(-x) for x >= 0 with x clamped at ``limit`` (`EXP_ARGUMENT_LIMIT`; fast and, to round-off, exact)."""
+    return torch.exp(-exponent.clamp(max=limit))
+
+
 def cosine_cutoff(distances: torch.Tensor, cutoff: float) -> torch.Tensor:
     """0.5 cos(pi r / r_c) + 0.5 inside the cutoff, 0 outside; smooth to first order at r_c."""
     inside = distances < cutoff
@@ -119,7 +129,7 @@ class SymmetryFunctions(torch.nn.Module):
 
     def _radial(self, distances: torch.Tensor, mask: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:
         cutoff = cosine_cutoff(distances, self.radial_cutoff) * mask  # [B, i, j]
-        shells = torch.exp(-self.radial_eta * (distances.unsqueeze(-1) - self.radial_centres) ** 2)
+        shells = gaussian(self.radial_eta * (distances.unsqueeze(-1) - self.radial_centres) ** 2)
         terms = 0.25 * shells * cutoff.unsqueeze(-1)  # [B, i, j, R]
         radial = torch.einsum("bijr,bjs->bisr", terms, onehot)
         return radial.reshape(radial.shape[0], radial.shape[1], self.radial_size)
@@ -144,7 +154,7 @@ class SymmetryFunctions(torch.nn.Module):
         weight = cosine_cutoff(r_ij, self.angular_cutoff) * cosine_cutoff(r_ik, self.angular_cutoff)
         angle_part = ((1.0 + torch.cos(angles.unsqueeze(-1) - self.angle_centres)) * 0.5) ** self.zeta
         mean_distance = 0.5 * (r_ij + r_ik)
-        radial_part = torch.exp(-self.angular_eta * (mean_distance.unsqueeze(-1) - self.angular_centres) ** 2)
+        radial_part = gaussian(self.angular_eta * (mean_distance.unsqueeze(-1) - self.angular_centres) ** 2)
         # each unordered (j, k) pair appears twice among ordered triplets: 2^(1-zeta)-style factor 2 * 0.5
         terms = (weight.unsqueeze(-1) * radial_part).unsqueeze(-1) * angle_part.unsqueeze(-2)
         pair_type = self.pair_lookup[species[b, j], species[b, k]]

@@ -167,7 +167,9 @@ class EnsembleModel(torch.nn.Module):
             positions, atomic_numbers, total_charge, mm_positions, mm_charges, box
         )
         vacuum, _, embedding = self.member_terms(pos, species, charge, mm_pos, mm_q, cell)
-        return (vacuum + embedding + self.reference_energy(species)).squeeze(1).to(torch.float64)
+        # the (large) reference energy is added in float64 so a float32 model keeps the digits of its energy
+        reference = self.reference_energy(species).to(torch.float64)
+        return ((vacuum + embedding).to(torch.float64) + reference).squeeze(1)
 
     @torch.jit.export
     def ensemble_mean_std(

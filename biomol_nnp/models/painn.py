@@ -52,11 +52,11 @@ def mlp(inputs: int, hidden: int, outputs: int) -> torch.nn.Sequential:
 class InteractionBlock(torch.nn.Module):
     """One PaiNN message block followed by one update block, on flat atoms [A] and pairs [P]."""
 
-    def __init__(self, features: int, offset: int) -> None:
+    def __init__(self, features: int, basis: int) -> None:
         super().__init__()
         self.features = features
-        self.offset = offset
         self.epsilon = VECTOR_NORM_EPSILON
+        self.filter = torch.nn.Linear(basis, 3 * features, bias=False)  # zero beyond the cutoff, like its input
         self.message = mlp(features, features, 3 * features)
         self.vector_u = torch.nn.Linear(features, features, bias=False)
         self.vector_v = torch.nn.Linear(features, features, bias=False)
@@ -66,29 +66,29 @@ class InteractionBlock(torch.nn.Module):
         self,
         scalars: torch.Tensor,
         vectors: torch.Tensor,
-        filters: torch.Tensor,
+        radial: torch.Tensor,
         first: torch.Tensor,
         second: torch.Tensor,
         units: torch.Tensor,
+        has_vectors: bool,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        f = self.features
-        weights = filters[:, self.offset : self.offset + 3 * f]
-        x = self.message(scalars).index_select(0, second) * weights  # message j -> i
-        ds, dvv, dvs = x[:, :f], x[:, f : 2 * f], x[:, 2 * f :]
-        dv = vectors.index_select(0, second) * dvv.unsqueeze(1) + dvs.unsqueeze(1) * units.unsqueeze(-1)
+        x = self.message(scalars).index_select(0, second) * self.filter(radial)  # message j -> i
+        ds, dvv, dvs = x.split(self.features, dim=-1)
+        dv = dvs.unsqueeze(1) * units.unsqueeze(-1)
+        if has_vectors:  # the first block starts from v = 0
+            dv = torch.addcmul(dv, vectors.index_select(0, second), dvv.unsqueeze(1))
         scalars = scalars.index_add(0, first, ds)
         vectors = vectors.index_add(0, first, dv)
         u, v = self.vector_u(vectors), self.vector_v(vectors)
         norm = torch.sqrt((v * v).sum(1) + self.epsilon)
-        a = self.update(torch.cat([scalars, norm], dim=-1))
-        avv, asv, ass = a[:, :f], a[:, f : 2 * f], a[:, 2 * f :]
-        vectors = vectors + avv.unsqueeze(1) * u
+        avv, asv, ass = self.update(torch.cat([scalars, norm], dim=-1)).split(self.features, dim=-1)
+        vectors = torch.addcmul(vectors, avv.unsqueeze(1), u)
         scalars = scalars + asv * (u * v).sum(1) + ass
         return scalars, vectors
 
 
 class PaiNNMember(torch.nn.Module):
-    """One member: element embedding, radial filters of every block, the blocks and the output head."""
+    """One member: element embedding, radial basis, the interaction blocks and the output head."""
 
     def __init__(
         self, num_elements: int, features: int, basis: int, interactions: int, head_hidden: int, cutoff: float
@@ -97,8 +97,7 @@ class PaiNNMember(torch.nn.Module):
         self.features = features
         self.embedding = torch.nn.Embedding(num_elements, features)
         self.basis = BesselBasis(basis, cutoff)
-        self.filters = torch.nn.Linear(basis, interactions * 3 * features)
-        self.blocks = torch.nn.ModuleList([InteractionBlock(features, 3 * features * k) for k in range(interactions)])
+        self.blocks = torch.nn.ModuleList([InteractionBlock(features, basis) for _ in range(interactions)])
         self.head = mlp(features, head_hidden, 3)
         last = self.head[-1]
         assert isinstance(last, torch.nn.Linear)
@@ -115,13 +114,15 @@ class PaiNNMember(torch.nn.Module):
     ) -> torch.Tensor:
         """Atomic (energy, raw charge, raw polarisability) [A, 3] of flat atoms [A] with pairs [P].
 
-        ``envelope`` [P] carries the cutoff function times the message normalisation.
+        ``envelope`` [P, 1] carries the cutoff function times the message normalisation.
         """
         scalars = self.embedding(species.clamp(min=0))
         vectors = torch.zeros(scalars.shape[0], 3, self.features, dtype=scalars.dtype, device=scalars.device)
-        filters = self.filters(self.basis(distances)) * envelope.unsqueeze(-1)
+        radial = self.basis(distances) * envelope  # smooth to zero at the cutoff
+        has_vectors = False
         for block in self.blocks:
-            scalars, vectors = block(scalars, vectors, filters, first, second, units)
+            scalars, vectors = block(scalars, vectors, radial, first, second, units, has_vectors)
+            has_vectors = True
         return self.head(scalars)
 
 
@@ -153,7 +154,7 @@ class PaiNNEnsemble(EnsembleModel):
         b, i, j = within.nonzero().unbind(1)
         pair_distances = distances[b, i, j]
         units = vectors[b, i, j] / pair_distances.unsqueeze(-1)
-        envelope = cosine_cutoff(pair_distances, self.cutoff) * self.message_scale
+        envelope = (cosine_cutoff(pair_distances, self.cutoff) * self.message_scale).unsqueeze(-1)
         first, second = b * n + i, b * n + j
         flat_species = species.reshape(-1)
         outputs: list[torch.Tensor] = []

@@ -4,19 +4,31 @@ The model is a freshly initialised ensemble exported with save_model and reloade
 torch.jit.load, so every check holds for the file alone.
 """
 
+import functools
 import json
 
 import numpy as np
 import pytest
 import torch
 
-from biomol_nnp.config import ModelSettings
+from biomol_nnp.config import LongRangeSettings, ModelSettings
 from biomol_nnp.models.ani import build_ensemble
 from biomol_nnp.models.environment import embedding_environment
 from biomol_nnp.models.export import build_metadata, save_model
+from biomol_nnp.models.registry import build_model, model_cutoff
+from tests.physics import model_battery
 
 ATOMIC_NUMBERS = torch.tensor([6, 1, 1, 1, 6, 8, 7, 1, 6, 1])
 NO_BOX = torch.zeros(0, 3, dtype=torch.float64)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Small models on a shared machine: one thread is both what MD uses and far faster under contention."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -218,3 +230,73 @@ def test_size_extensive_beyond_cutoff(model, geometry):
     apart = torch.cat([positions, positions + torch.tensor([5.0, 0.0, 0.0], dtype=torch.float64)])
     double = float(energy(model, apart, numbers=torch.cat([ATOMIC_NUMBERS, ATOMIC_NUMBERS])))
     assert double == pytest.approx(2 * single, abs=1e-6)
+
+
+# ---- the reusable battery (tests/physics/model_battery.py) for every architecture and dtype ----
+
+ARCHITECTURES = ["ani", "painn"]
+DTYPES = [torch.float64, torch.float32]
+
+
+@functools.cache
+def battery_model(architecture: str, dtype: torch.dtype, long_range: bool = False) -> torch.jit.ScriptModule:
+    """A scripted ensemble of two members with weights away from the near-flat initial state."""
+    torch.manual_seed(3)
+    settings = ModelSettings(
+        architecture=architecture, long_range=LongRangeSettings(coulomb=long_range, dispersion=long_range)
+    )
+    model = build_model(settings, ensemble_size=2)
+    with torch.no_grad():
+        model.self_energies.copy_(torch.tensor([-1500.0, -100000.0, -140000.0, -197000.0]))
+        model.energy_scale.fill_(20.0)
+        for module in model.modules():
+            if isinstance(module, torch.nn.Linear) and module.out_features == 3:  # the output heads
+                torch.nn.init.normal_(module.weight, std=0.3)
+    return torch.jit.script(model.to(dtype))
+
+
+def factory(architecture: str, long_range: bool = False):
+    return lambda dtype: battery_model(architecture, dtype, long_range)
+
+
+@pytest.mark.parametrize("check", sorted(model_battery.BATTERY))
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float64", "float32"])
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_battery(architecture, dtype, check):
+    model_battery.BATTERY[check](factory(architecture), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float64", "float32"])
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_battery_cutoff_continuity(architecture, dtype):
+    settings = ModelSettings(architecture=architecture)
+    model_battery.check_cutoff_continuity(factory(architecture), dtype, model_cutoff(settings))
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_battery_with_long_range_terms(architecture):
+    """Explicit Coulomb between predicted charges and dispersion keep forces exact and energies invariant."""
+    for check in (model_battery.check_finite_difference_forces, model_battery.check_invariances):
+        check(factory(architecture, long_range=True), torch.float64)
+    with_terms = model_battery.energy(battery_model(architecture, torch.float64, True), model_battery.geometry()[0])
+    without = model_battery.energy(battery_model(architecture, torch.float64), model_battery.geometry()[0])
+    assert float(with_terms) != pytest.approx(float(without), abs=1e-3)
+
+
+class AbsoluteValue(torch.nn.Module):
+    """A kinked activation no module-type list knows about: only the second-derivative check can catch it."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.abs()
+
+
+def test_no_kinks_check_catches_kinked_models():
+    """The battery's kink check fails for a ReLU network and for a custom |x| activation."""
+    for activation in (torch.nn.ReLU(), AbsoluteValue()):
+        torch.manual_seed(3)
+        model = build_model(ModelSettings(), ensemble_size=1).double()
+        for network in model.members[0].networks:
+            network[1] = activation
+            torch.nn.init.normal_(network[-1].weight, std=0.3)
+        with pytest.raises(AssertionError, match="kinks|second derivative jumps"):
+            model_battery.check_no_kinks(lambda dtype, m=model: m, torch.float64)
