@@ -11,7 +11,7 @@ C7eq basin = -180 deg <= phi < 0, C7ax basin = 0 <= phi < 120 deg;
 ``dF = -kT ln( sum_C7ax exp(-F/kT) / sum_C7eq exp(-F/kT) )``. The target: the two agree within 0.5 kcal/mol.
 
 Default run: metadynamics 1.5 ns (750k steps) + umbrella 24 windows x (4 ps equilibration + 60 ps) = 1.5 ns;
-measured 10.6 min wall (56 s CPU) on 2 cores shared with other jobs.
+about 1 min of CPU; measured 10.6-14.5 min wall on 2 cores shared with ~7 other jobs.
 Scale with ``--metad-steps``, ``--walkers`` (+ ``--workers`` for Dask),
 ``--windows`` and ``--window-steps``.
 
