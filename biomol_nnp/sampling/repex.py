@@ -252,7 +252,8 @@ def run_replica_exchange_system(
     Parameters
     ----------
     topology, system, positions
-        What to simulate (positions in nm); the trajectories hold the topology's atoms only (no link caps).
+        What to simulate (positions in nm). An NNP/MM System may have link-atom caps (virtual sites) beyond the
+        topology's atoms; they are placed by ``computeVirtualSites`` and left out of the trajectories.
     states : list of dict
         ReplicaExchangeSampler states (:func:`replica_states`).
     settings : ReplicaExchangeSettings
@@ -272,8 +273,13 @@ def run_replica_exchange_system(
     integrator.setRandomNumberSeed(settings.seed)
     platform = openmm.Platform.getPlatformByName(settings.platform)
     properties = {"Threads": str(settings.threads)} if settings.platform == "CPU" else {}
+    from biomol_nnp.simulate.systems import with_link_sites
+
+    n_atoms = topology.getNumAtoms()
+    topology, positions = with_link_sites(topology, positions, system)  # link-atom caps of an NNP region
     simulation = app.Simulation(topology, system, integrator, platform, properties)
     simulation.context.setPositions(positions)
+    simulation.context.computeVirtualSites()
     if not resume:
         if settings.minimize_iterations:
             simulation.minimizeEnergy(maxIterations=settings.minimize_iterations)
@@ -285,7 +291,7 @@ def run_replica_exchange_system(
         sampler,
         trajectoryPerState=settings.trajectories,
         trajectoryFormat="dcd",
-        atomSubset=list(range(topology.getNumAtoms())),
+        atomSubset=list(range(n_atoms)),
         energy=True,
         checkpoints=True,
         resume=resume,

@@ -437,3 +437,26 @@ def test_killed_repex_resumes_from_its_checkpoints(tmp_path):
     result = run_replica_exchange(settings, out, progress=False)
     iterations = np.loadtxt(log, delimiter=",", skiprows=1)[:, 0]
     assert result.iterations == 40 and iterations[-1] == 40 and len(set(iterations)) == len(iterations)
+
+
+def test_rest2_of_an_nnp_region_with_link_caps_runs(toy_path, tmp_path):
+    """ALA of the capped dipeptide on the NNP: two cut C-N bonds get link hydrogens (virtual sites)."""
+    pdb = app.PDBFile(str(VACUUM_PDB))
+    mm = app.ForceField("amber14-all.xml").createSystem(pdb.topology, nonbondedMethod=app.NoCutoff)
+    region = [a.index for a in pdb.topology.atoms() if a.residue.name == "ALA"]
+    mixed = MLPotential("biomol-nnp", modelPath=str(toy_path)).createMixedSystem(
+        pdb.topology, mm, region, embedding="electrostatic"
+    )
+    assert mixed.getNumParticles() == 24
+    settings = ReplicaExchangeSettings(
+        kind="rest2", n_replicas=2, iterations=2, steps_per_iteration=10, equilibration_steps=10,
+        platform="Reference", timestep_fs=0.5,
+    )  # fmt: skip
+    states = rest2_states(rest2_scales(300.0, 400.0, 2))
+    result = run_replica_exchange_system(
+        pdb.topology, rest2_system(mixed, region), pdb.positions, states, settings, tmp_path, progress=False
+    )
+    import MDAnalysis
+
+    universe = MDAnalysis.Universe(str(VACUUM_PDB), str(tmp_path / "replicas" / "state_1.dcd"))
+    assert result.iterations == 2 and len(universe.trajectory) == 2
