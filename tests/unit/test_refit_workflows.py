@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pytest
 import openmm
+import pytest
 import yaml
 from openmm import app, unit
 
