@@ -12,6 +12,9 @@ whole molecules within ``embedding_cutoff_nm`` of the region with charges scaled
 
 Floating-point inputs are float64; the module casts to its own dtype internally.
 
+The metadata also records ``architecture`` and the model ``settings`` (`model_metadata`); ``load_model``
+refuses a file whose weights contradict them (elements, ensemble size, architecture, parameter shapes).
+
 >>> module, metadata = load_model("model.pt")  # doctest: +SKIP
 >>> metadata["elements"]  # doctest: +SKIP
 [1, 6, 7, 8]
@@ -30,6 +33,7 @@ from typing import Any
 import torch
 
 from biomol_nnp import __version__
+from biomol_nnp.config import ModelSettings
 from biomol_nnp.exceptions import ModelFileError
 from biomol_nnp.io import atomic_path
 
@@ -79,6 +83,33 @@ def build_metadata(
         "package_version": __version__,
         **extra,
     }
+
+
+def model_metadata(
+    settings: ModelSettings,
+    ensemble_size: int,
+    qm_method: str,
+    training_data_hash: str,
+    **extra: Any,
+) -> dict[str, Any]:
+    """Metadata of a model built from ``settings``: the contract keys plus architecture and hyperparameters.
+
+    ``load_model`` rebuilds the architecture from ``settings`` and refuses a file whose weights do not match.
+    """
+    from biomol_nnp.models.registry import model_cutoff
+
+    return build_metadata(
+        settings.elements,
+        model_cutoff(settings),
+        settings.embedding_cutoff_nm,
+        ensemble_size,
+        qm_method,
+        training_data_hash,
+        embedding_switch_width_nm=settings.embedding_switch_width_nm,
+        architecture=settings.architecture,
+        settings=settings.model_dump(mode="json"),
+        **extra,
+    )
 
 
 def save_model(module: torch.nn.Module, path: str | os.PathLike, metadata: dict[str, Any]) -> Path:
@@ -137,8 +168,68 @@ def load_model(path: str | os.PathLike) -> tuple[torch.jit.ScriptModule, dict[st
     absent = [name for name in REQUIRED_METHODS if not hasattr(module, name)]
     if absent:
         raise ModelFileError(f"{str(path)!r} lacks the exported methods {absent} the contract requires")
+    check_weights_match_metadata(module, metadata, str(path))
     module.eval()
     return module, metadata
+
+
+def check_weights_match_metadata(module: torch.nn.Module, metadata: dict[str, Any], where: str) -> None:
+    """Refuse a model whose weights contradict its metadata (elements, ensemble size, architecture, shapes).
+
+    Checks what the file's own buffers say (``element_index``, ``members.<k>``, ``architecture``) and, when
+    the metadata records ``architecture`` and ``settings``, rebuilds that architecture and compares every
+    parameter and buffer name and shape. Models that are not ours (no such buffers) pass unchanged.
+    """
+    state = module.state_dict()
+    if "element_index" in state:
+        covered = torch.nonzero(state["element_index"] >= 0).flatten().tolist()
+        if covered != list(metadata["elements"]):
+            raise ModelFileError(
+                f"{where}: metadata elements {metadata['elements']} but the weights cover atomic numbers "
+                f"{covered}; the metadata belongs to another model (re-export it with save_model)"
+            )
+    members = {key.split(".")[1] for key in state if key.startswith("members.")}
+    if members and len(members) != int(metadata["ensemble_size"]):
+        raise ModelFileError(
+            f"{where}: metadata ensemble_size {metadata['ensemble_size']} but the file holds {len(members)} "
+            "members; re-export the model with matching metadata"
+        )
+    architecture = metadata.get("architecture")
+    if architecture is None or not hasattr(module, "architecture"):
+        return
+    if module.architecture != architecture:
+        raise ModelFileError(
+            f"{where}: metadata architecture {architecture!r} but the weights are a {module.architecture!r} "
+            "model; re-export the model with matching metadata"
+        )
+    if "settings" in metadata:
+        check_shapes(state, metadata, where)
+
+
+def check_shapes(state: dict[str, torch.Tensor], metadata: dict[str, Any], where: str) -> None:
+    """Compare the file's parameter names and shapes with a model rebuilt from the metadata settings."""
+    from pydantic import ValidationError
+
+    from biomol_nnp.models.registry import build_model
+
+    try:
+        settings = ModelSettings.model_validate(metadata["settings"])
+    except ValidationError as err:
+        raise ModelFileError(f"{where}: metadata settings are not valid ModelSettings:\n{err}") from err
+    expected = build_model(settings, int(metadata["ensemble_size"])).state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise ModelFileError(
+            f"{where}: the weights do not match the {settings.architecture!r} architecture of the metadata "
+            f"settings (missing {missing[:5]}, unexpected {unexpected[:5]}); re-export with matching metadata"
+        )
+    for name, tensor in expected.items():
+        if tuple(state[name].shape) != tuple(tensor.shape):
+            raise ModelFileError(
+                f"{where}: parameter {name!r} has shape {tuple(state[name].shape)} but the metadata settings "
+                f"give {tuple(tensor.shape)}; the metadata hyperparameters do not describe these weights"
+            )
 
 
 def check_elements(metadata: dict[str, Any], atomic_numbers: list[int], where: str = "the ML region") -> None:
