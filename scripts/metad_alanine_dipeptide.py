@@ -1,6 +1,6 @@
 """Phi/psi well-tempered metadynamics of alanine dipeptide: NNP/MM with a deployed model, or amber14 without one.
 
-    python scripts/metad_alanine_dipeptide.py                        # amber14, vacuum, 400 ps (~3 min, 2 cores)
+    python scripts/metad_alanine_dipeptide.py                        # amber14, vacuum, 400 ps (5 min on busy 2 cores)
     python scripts/metad_alanine_dipeptide.py --model model.pt       # NNP/MM: the dipeptide is the ML region
     python scripts/metad_alanine_dipeptide.py --model model.pt --solvated --steps 20000   # in TIP3P (PME)
 

@@ -6,6 +6,7 @@ energy ``F(r) = 0.5 K (r - r0)^2 - 2 kT ln r + const`` (the Jacobian r^2 of the 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -144,8 +145,6 @@ def test_two_walkers_share_one_bias(tmp_path, workers):
 
 
 def result_walkers(result) -> list[dict]:
-    import json
-
     return json.loads(result.files["summary"].read_text())["walkers"]
 
 
@@ -178,3 +177,15 @@ def test_alanine_dipeptide_phi_psi_each_system_kind(kind, tmp_path):
     assert result.fes.free_energy.shape == (len(result.fes.axes[0]), len(result.fes.axes[1]))
     assert result.fes.cv_names == ["phi", "psi"] and np.nanmax(result.fes.free_energy) > 0
     assert (tmp_path / "run" / "fes.png").is_file()
+
+
+def test_cli_metad_reads_its_yaml(tmp_path):
+    """`biomol-nnp metad CONFIG -n N --walkers 2`: the YAML written by the settings runs through the CLI."""
+    from biomol_nnp.cli import main
+
+    pair_settings(tmp_path, 4000).to_yaml(tmp_path / "metad.yaml")
+    args = ["-q", "--no-progress", "metad", str(tmp_path / "metad.yaml"), "-o", str(tmp_path / "out")]
+    assert main([*args, "-n", "2000", "--walkers", "2"]) == 0
+    walkers = json.loads((tmp_path / "out" / "metadynamics.json").read_text())["walkers"]
+    assert [w["steps_done"] for w in walkers] == [2000, 2000]
+    assert load_fes(tmp_path / "out" / "fes.json").cv_names == ["r"]

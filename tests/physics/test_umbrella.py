@@ -107,12 +107,12 @@ def test_dipeptide_phi_windows(kind, tmp_path):
         cv=CVSettings(name="phi", kind="torsion", selections=names),
         windows=4,
         force_constant=500.0,
-        steps=200,
+        steps=200 if kind == "mm" else 100,
         equilibration_steps=50,
         sample_interval=10,
         bins=8,
         timestep_fs=1.0,
-        minimize_iterations=200,
+        minimize_iterations=200 if kind == "mm" else 20,
         platform="Reference",
     )
     result = run_umbrella(settings, tmp_path / "run")
@@ -121,3 +121,16 @@ def test_dipeptide_phi_windows(kind, tmp_path):
         for window, center in enumerate(result.centers):
             values = np.load(tmp_path / "run" / "windows" / f"window_{window}.npz")["cv"]
             assert np.max(np.abs(cv_deviation(values, center, True))) < 0.6
+
+
+def test_cli_umbrella_reads_its_yaml(tmp_path):
+    """`biomol-nnp umbrella CONFIG -n N`: the YAML written by the settings runs through the CLI to a profile."""
+    from biomol_nnp.cli import main
+
+    pair_umbrella(tmp_path, windows=3, steps=5000, bins=6).to_yaml(tmp_path / "us.yaml")
+    assert (
+        main(["-q", "--no-progress", "umbrella", str(tmp_path / "us.yaml"), "-o", str(tmp_path / "out"), "-n", "400"])
+        == 0
+    )
+    assert json.loads((tmp_path / "out" / "umbrella.json").read_text())["steps_per_window"] == 400
+    assert load_fes(tmp_path / "out" / "profile.json").free_energy.shape == (6,)
