@@ -286,7 +286,15 @@ class TrainSettings(Settings):
 
 
 class SimulationSettings(Settings):
-    """NNP/MM molecular dynamics."""
+    """NNP/MM (or pure MM) molecular dynamics: `biomol-nnp run` and `biomol-nnp check-nve`.
+
+    Combinations that cannot work together (NPT without a box, a threshold without a model, ...) are refused
+    when a run starts (`biomol_nnp.simulate.runner.check_run_settings`).
+
+    >>> settings = SimulationSettings(ensemble="npt", hydrogen_mass_amu=3.0, timestep_fs=4.0)
+    >>> settings.checkpoint_interval % settings.report_interval
+    0
+    """
 
     model_path: Path = Field(Path("model.pt"), description="Deployed model file (model.pt).")
     embedding: Literal["electrostatic", "mechanical"] = Field(
