@@ -53,6 +53,9 @@ class FreeEnergySurface:
     temperature_k : float
     method : str
         How it was computed.
+    blocks : ndarray or None
+        F of each contiguous block of the samples, kJ/mol, shape (n_blocks, *free_energy.shape), aligned to F
+        (histogram surfaces); :meth:`basin_difference` takes its error from them. Not written to files.
     """
 
     cv_names: list[str]
@@ -62,6 +65,7 @@ class FreeEnergySurface:
     uncertainty: np.ndarray | None
     temperature_k: float
     method: str
+    blocks: np.ndarray | None = None
 
     @classmethod
     def from_values(
@@ -73,6 +77,7 @@ class FreeEnergySurface:
         uncertainty: np.ndarray | None,
         temperature_k: float,
         method: str,
+        blocks: np.ndarray | None = None,
     ) -> FreeEnergySurface:
         """Validated constructor (shapes agree with the axes, 1 or 2 CVs)."""
         axes = [np.asarray(axis, dtype=float) for axis in axes]
@@ -90,6 +95,7 @@ class FreeEnergySurface:
             None if uncertainty is None else np.asarray(uncertainty, dtype=float),
             float(temperature_k),
             method,
+            None if blocks is None else np.asarray(blocks, dtype=float),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -115,9 +121,11 @@ class FreeEnergySurface:
     def basin_difference(
         self, basin_a: Sequence[tuple[float, float]], basin_b: Sequence[tuple[float, float]]
     ) -> tuple[float, float]:
-        """``F_B - F_A`` (kJ/mol) of two boxes of CV space, and its standard error (independent grid points).
+        """``F_B - F_A`` (kJ/mol) of two boxes of CV space, and its standard error.
 
         ``F_X = -kT ln sum_{x in X} exp(-F(x)/kT)``; each basin is one ``(low, high)`` per CV (rad or nm).
+        The error is the block standard error of the difference when the surface has ``blocks``, otherwise
+        the grid-point errors propagated as if independent (0 without ``uncertainty``).
 
         >>> fes.basin_difference([(-np.pi, 0.0)], [(0.0, 2.1)])  # doctest: +SKIP
         (8.3, 0.4)
@@ -132,7 +140,15 @@ class FreeEnergySurface:
             sums.append(weights.sum())
             sigma = np.zeros_like(weights) if self.uncertainty is None else np.nan_to_num(self.uncertainty[mask])
             variances.append(float(np.sum((weights / weights.sum() * sigma) ** 2)))
-        return float(-kt * np.log(sums[1] / sums[0])), float(np.sqrt(sum(variances)))
+        value = float(-kt * np.log(sums[1] / sums[0]))
+        if self.blocks is None:
+            return value, float(np.sqrt(sum(variances)))
+        masks = [self._mask(basin_a), self._mask(basin_b)]
+        per_block = [
+            -kt * np.log(np.nansum(np.exp(-block[masks[1]] / kt)) / np.nansum(np.exp(-block[masks[0]] / kt)))
+            for block in self.blocks - np.nanmin(self.free_energy)
+        ]
+        return value, float(np.std(per_block, ddof=1) / np.sqrt(len(per_block)))
 
     def _mask(self, basin: Sequence[tuple[float, float]]) -> np.ndarray:
         if len(basin) != len(self.axes):
@@ -192,8 +208,9 @@ def histogram_fes(
     blocks -= np.nanmean(blocks - free_energy, axis=tuple(range(1, blocks.ndim)), keepdims=True)
     uncertainty = np.std(blocks, axis=0, ddof=1) / np.sqrt(n_blocks)
     centres = [0.5 * (edge[1:] + edge[:-1]) for edge in edges]
+    offset = np.nanmin(free_energy)
     return FreeEnergySurface.from_values(
-        cv_names, cv_kinds, centres, free_energy - np.nanmin(free_energy), uncertainty, temperature_k, method
+        cv_names, cv_kinds, centres, free_energy - offset, uncertainty, temperature_k, method, blocks - offset
     )
 
 

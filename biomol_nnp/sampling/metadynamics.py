@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import re
+import time
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -153,23 +154,27 @@ def _walker_dir(output: Path, walker: int) -> Path:
     return output / f"walker_{walker}"
 
 
-def _steps_done(folder: Path) -> int:
+def _progress(folder: Path) -> tuple[int, float]:
+    """Steps done and MD wall seconds spent so far by the walker in ``folder`` (0, 0.0 before its start)."""
     progress = folder / "progress.json"
-    return int(json.loads(progress.read_text())["steps_done"]) if progress.is_file() else 0
+    if not progress.is_file():
+        return 0, 0.0
+    data = json.loads(progress.read_text())
+    return int(data["steps_done"]), float(data.get("wall_seconds", 0.0))
 
 
-def _checkpoint(folder: Path, simulation: Any, colvar: list[list[float]], steps_done: int) -> None:
+def _checkpoint(folder: Path, simulation: Any, colvar: list[list[float]], seconds: float) -> None:
     with atomic_path(folder / "state.xml") as tmp:
         simulation.saveState(str(tmp))
     with atomic_path(folder / "colvar.npy") as tmp, open(tmp, "wb") as handle:
         np.save(handle, np.asarray(colvar, dtype=float))
-    write_json_atomic(folder / "progress.json", {"steps_done": steps_done})
+    write_json_atomic(folder / "progress.json", {"steps_done": simulation.currentStep, "wall_seconds": seconds})
 
 
 def run_walker(settings: MetadynamicsSettings, output_dir: str, walker: int) -> dict[str, Any]:
     """Run (or resume) walker ``walker`` to ``settings.steps``; a Dask task, also called in process.
 
-    Returns ``{"walker", "steps_done", "resumed_from"}``.
+    Returns ``{"walker", "steps_done", "resumed_from", "wall_seconds"}`` (MD wall time over all invocations).
     """
     import openmm.app as app
     import openmm.unit as u
@@ -180,9 +185,9 @@ def run_walker(settings: MetadynamicsSettings, output_dir: str, walker: int) -> 
     output = Path(output_dir)
     folder = _walker_dir(output, walker)
     folder.mkdir(parents=True, exist_ok=True)
-    done = _steps_done(folder)
+    done, seconds = _progress(folder)
     if done >= settings.steps:
-        return {"walker": walker, "steps_done": done, "resumed_from": done}
+        return {"walker": walker, "steps_done": done, "resumed_from": done, "wall_seconds": seconds}
     sampled = build_sampling_system(settings.system)
     meta = app.Metadynamics(
         sampled.system,
@@ -213,12 +218,14 @@ def run_walker(settings: MetadynamicsSettings, output_dir: str, walker: int) -> 
         logger.info("walker %d resumes at step %d", walker, done)
     simulation.currentStep = done
     while simulation.currentStep < settings.steps:
+        start = time.perf_counter()
         for _ in range(settings.save_frequency // settings.report_interval):
             meta.step(simulation, settings.report_interval)
             colvar.append([simulation.currentStep, *meta.getCollectiveVariables(simulation)])
+        seconds += time.perf_counter() - start
         check_finite(simulation, f"metadynamics walker {walker}")
-        _checkpoint(folder, simulation, colvar, simulation.currentStep)
-    return {"walker": walker, "steps_done": simulation.currentStep, "resumed_from": done}
+        _checkpoint(folder, simulation, colvar, seconds)
+    return {"walker": walker, "steps_done": simulation.currentStep, "resumed_from": done, "wall_seconds": seconds}
 
 
 def _run_walkers(settings: MetadynamicsSettings, output: Path, progress: bool) -> list[dict[str, Any]]:
@@ -363,6 +370,7 @@ def run_metadynamics(
         "walkers": walkers,
         "timestep_fs": settings.timestep_fs,
         "simulated_ns_total": settings.steps * settings.walkers * settings.timestep_fs * 1e-6,
+        "md_wall_seconds_total": sum(w["wall_seconds"] for w in walkers),
         "files": {key: str(path) for key, path in files.items()},
     }
     files["summary"] = write_json_atomic(output / SUMMARY_FILE, summary)

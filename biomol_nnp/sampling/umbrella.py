@@ -22,6 +22,7 @@ import dataclasses
 import logging
 import math
 import os
+import time
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -147,6 +148,7 @@ def run_window(settings: UmbrellaSettings, output_dir: str, window: int) -> dict
         settings.threads,
         max(settings.minimize_iterations, 1),
     )
+    start = time.perf_counter()
     if settings.equilibration_steps:
         simulation.step(settings.equilibration_steps)
     values = []
@@ -156,7 +158,13 @@ def run_window(settings: UmbrellaSettings, output_dir: str, window: int) -> dict
     check_finite(simulation, f"umbrella window {window}")
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-        np.savez(handle, center=center, force_constant=settings.force_constant, cv=np.asarray(values))
+        np.savez(
+            handle,
+            center=center,
+            force_constant=settings.force_constant,
+            cv=np.asarray(values),
+            wall_seconds=time.perf_counter() - start,
+        )
     return {"window": window, "resumed": False}
 
 
@@ -188,6 +196,15 @@ def load_windows(settings: UmbrellaSettings, output_dir: str | os.PathLike) -> t
             centers.append(float(data["center"]))
             series.append(np.asarray(data["cv"], dtype=float))
     return np.asarray(centers), series
+
+
+def _md_seconds(settings: UmbrellaSettings, output: Path) -> float:
+    """MD wall seconds of all windows (equilibration + sampling), as each window recorded it."""
+    total = 0.0
+    for window in range(settings.windows):
+        with np.load(_window_file(output, window)) as data:
+            total += float(data["wall_seconds"]) if "wall_seconds" in data.files else 0.0
+    return total
 
 
 def _uncorrelated(series: np.ndarray) -> np.ndarray:
@@ -342,6 +359,7 @@ def run_umbrella(settings: UmbrellaSettings, output_dir: str | os.PathLike, prog
         * settings.timestep_fs
         * 1e-6,
         "uncorrelated_samples_per_window": n_samples,
+        "md_wall_seconds_total": _md_seconds(settings, output),
         "files": {key: str(path) for key, path in files.items()},
     }
     files["summary"] = write_json_atomic(output / SUMMARY_FILE, summary)

@@ -133,3 +133,16 @@ def test_histogram_fes_of_gaussian_samples():
     deviation -= deviation.mean()
     assert np.max(np.abs(deviation)) < 0.1
     assert np.all(np.abs(deviation) < 5 * fes.uncertainty + 0.02)
+
+
+def test_basin_difference_block_error_of_a_two_state_histogram():
+    """iid samples, 30 % in B: dF = -kT ln(0.3/0.7) within 4 block errors; the error matches the binomial one."""
+    rng = np.random.default_rng(2)
+    n, p = 100_000, 0.3
+    samples = np.where(rng.uniform(size=n) < p, rng.uniform(0.5, 1.0, n), rng.uniform(-1.0, -0.5, n))[:, None]
+    fes = histogram_fes(samples, None, [np.linspace(-1.0, 1.0, 9)], 300.0, ["x"], ["distance"], n_blocks=10)
+    kt = kt_kj_per_mol(300.0)
+    value, error = fes.basin_difference([(-1.0, 0.0)], [(0.0, 1.0)])
+    assert abs(value + kt * math.log(p / (1 - p))) < 4 * error
+    binomial = kt / math.sqrt(n * p * (1 - p))
+    assert 0.5 * binomial < error < 2.0 * binomial
