@@ -377,23 +377,53 @@ class _Outputs:
                 reporter.close()
 
 
-def _collector(
-    run: RunSystem, monitor: ModelMonitor, folder: Path
-) -> Callable[[int, openmm.State, MonitorValues], None]:
-    """The 'collect' action: one ``uncertain/frame_<step>.npz`` per frame, and ``uncertain/configurations.h5``
-    (every collected frame's region + point charges, ready for `biomol-nnp label`) rebuilt from them."""
+COLLECTION_DIR = "uncertain"
+"""Folder (in the run's output folder) of the frames the 'collect' action writes."""
+
+
+def rebuild_collection(folder: str | os.PathLike) -> Path | None:
+    """Write ``folder/configurations.h5`` (ready for `biomol-nnp label`) from every ``frame_*.npz`` in ``folder``.
+
+    Returns the path, or None (and no file) when there is no frame.
+    """
     from biomol_nnp.qm.configurations import write_configurations
     from biomol_nnp.qm.sampling import Configuration
 
+    target = Path(folder)
+    configs = []
+    for path in sorted(target.glob("frame_*.npz")):
+        with np.load(path) as data:
+            configs.append(
+                Configuration(
+                    data["region_numbers"],
+                    data["region_positions"],
+                    int(data["total_charge"]),
+                    data["mm_positions"],
+                    data["mm_charges"],
+                    data["mm_numbers"],
+                    source="uncertain-md",
+                    frame=int(data["step"]),
+                )
+            )
+    output = target / "configurations.h5"
+    if not configs:
+        output.unlink(missing_ok=True)
+        return None
+    return write_configurations(configs, output)
+
+
+def _collector(
+    run: RunSystem, monitor: ModelMonitor, folder: Path
+) -> Callable[[int, openmm.State, MonitorValues], None]:
+    """The 'collect' action: one ``uncertain/frame_<step>.npz`` per frame (all positions, box, step, uncertainty,
+    the region with its point charges), then :func:`rebuild_collection`."""
     numbers = np.array([a.element.atomic_number if a.element else 0 for a in run.topology.atoms()], dtype=np.int64)
-    region_numbers = np.asarray(monitor.callback.atomic_numbers, dtype=np.int64)
-    charge = int(round(monitor.callback.total_charge))
-    target = folder / "uncertain"
+    callback = monitor.callback
+    target = folder / COLLECTION_DIR
 
     def collect(step: int, state: openmm.State, values: MonitorValues) -> None:
         box = state.getPeriodicBoxVectors(asNumpy=True)
-        frame = target / f"frame_{step:010d}.npz"
-        with atomic_path(frame) as tmp, tmp.open("wb") as handle:
+        with atomic_path(target / f"frame_{step:010d}.npz") as tmp, tmp.open("wb") as handle:
             np.savez(
                 handle,
                 step=step,
@@ -401,28 +431,15 @@ def _collector(
                 box=np.zeros((0, 3)) if box is None else box.value_in_unit(u.nanometer),
                 energy_std=values.energy_std,
                 max_force_std=values.max_force_std,
-                region_atoms=np.asarray(monitor.callback.ml_atoms),
+                region_atoms=np.asarray(callback.ml_atoms),
+                region_numbers=np.asarray(callback.atomic_numbers, dtype=np.int64),
+                total_charge=int(round(callback.total_charge)),
                 region_positions=values.region_positions,
                 mm_positions=values.mm_positions,
                 mm_charges=values.mm_charges,
                 mm_numbers=numbers[values.mm_atoms],
             )
-        configs = []
-        for path in sorted(target.glob("frame_*.npz")):
-            with np.load(path) as data:
-                configs.append(
-                    Configuration(
-                        region_numbers,
-                        data["region_positions"],
-                        charge,
-                        data["mm_positions"],
-                        data["mm_charges"],
-                        data["mm_numbers"],
-                        source="uncertain-md",
-                        frame=int(data["step"]),
-                    )
-                )
-        write_configurations(configs, target / "configurations.h5")
+        rebuild_collection(target)
 
     return collect
 
@@ -485,6 +502,16 @@ def _outputs(
     return outputs, nan_guard, guard
 
 
+def _drop_collected_after(folder: Path, step: int) -> None:
+    """Remove frames the 'collect' action wrote after ``step`` (-1: all; a fresh run) so none is counted twice."""
+    stale = [f for f in sorted((folder / COLLECTION_DIR).glob("frame_*.npz")) if int(f.stem.split("_")[1]) > step]
+    for frame in stale:
+        frame.unlink()
+        logger.info("removed %s (written after the checkpoint at step %d)", frame, step)
+    if stale:
+        rebuild_collection(folder / COLLECTION_DIR)
+
+
 def _start(
     system_settings: SystemSettings,
     simulation: SimulationSettings,
@@ -522,6 +549,7 @@ def _start(
         threads,
         0 if resume else minimize_iterations,
     )
+    _drop_collected_after(folder, -1 if checkpoint is None else int(checkpoint["step"]))
     if checkpoint is not None:
         restore_files(checkpoint, folder, run.system.getNumParticles(), run.system.usesPeriodicBoundaryConditions())
         restore_context(sim, checkpoint)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -177,6 +178,10 @@ def test_uncertainty_guard_stop_then_collect(toy_path, water_box, tmp_path):
     assert list(configs[0].atomic_numbers[-2:]) == [1, 1] and configs[0].n_mm > 0
     with np.load(folder / "uncertain" / "frame_0000000020.npz") as frame:
         assert frame["positions"].shape == (n_atoms(water_box) + 2, 3) and frame["max_force_std"] > 1e-3
+    # a frame a killed run wrote after its last checkpoint (step 30) is dropped on resume
+    shutil.copy(folder / "uncertain" / "frame_0000000020.npz", folder / "uncertain" / "frame_0000000035.npz")
+    run_md(SystemSettings(), collect.model_copy(update={"steps": 40}), folder, resume=True)
+    assert [c.frame for c in read_configurations(folder / "uncertain" / "configurations.h5")] == [20, 30, 40]
 
 
 def test_npt_with_hydrogen_mass_repartitioning(water_box, tmp_path):
