@@ -128,3 +128,9 @@ def cv_force(cv: CVSettings, atoms: Sequence[int], periodic_box: bool = False) -
     if cv.kind == "torsion":
         return torsion_cv(atoms)
     return distance_cv(atoms, periodic=periodic_box)
+
+
+def spans_circle(cv: CVSettings) -> bool:
+    """A torsion whose range is the whole circle (a periodic bias grid); a partial torsion range is not."""
+    low, high = cv_range(cv)
+    return cv.periodic and high - low > 2.0 * math.pi - 1e-6

@@ -105,14 +105,14 @@ def check_settings(settings: MetadynamicsSettings) -> None:
     """
     import openmm.app as app
 
-    from biomol_nnp.sampling.cvs import cv_range, resolve_atoms
+    from biomol_nnp.sampling.cvs import cv_range, resolve_atoms, spans_circle
     from biomol_nnp.sampling.systems import check_system_settings
 
     check_system_settings(settings.system)
-    if len({cv.kind for cv in settings.cvs}) > 1:
+    if len({cv.kind for cv in settings.cvs}) > 1 or len({spans_circle(cv) for cv in settings.cvs}) > 1:
         raise ConfigError(
-            f"cvs mix torsions and distances ({[cv.kind for cv in settings.cvs]}); OpenMM Metadynamics needs all "
-            "periodic or all non-periodic CVs"
+            f"cvs mix torsions and distances, or full and partial torsion ranges ({[cv.kind for cv in settings.cvs]}); "
+            "OpenMM Metadynamics needs all periodic (whole-circle torsions) or all non-periodic CVs"
         )
     if settings.save_frequency % settings.frequency:
         raise ConfigError(
@@ -138,7 +138,7 @@ def check_settings(settings: MetadynamicsSettings) -> None:
 def _bias_variables(settings: MetadynamicsSettings, sampled: Any) -> list[Any]:
     from openmm.app import BiasVariable
 
-    from biomol_nnp.sampling.cvs import cv_force, cv_range, resolve_atoms
+    from biomol_nnp.sampling.cvs import cv_force, cv_range, resolve_atoms, spans_circle
 
     periodic_box = sampled.topology.getPeriodicBoxVectors() is not None
     variables = []
@@ -146,7 +146,7 @@ def _bias_variables(settings: MetadynamicsSettings, sampled: Any) -> list[Any]:
         atoms = resolve_atoms(cv, settings.system.pdb, sampled.system.getNumParticles())
         low, high = cv_range(cv)
         force = cv_force(cv, atoms, periodic_box)
-        variables.append(BiasVariable(force, low, high, cv.width, cv.periodic, grid_points(cv, low, high)))
+        variables.append(BiasVariable(force, low, high, cv.width, spans_circle(cv), grid_points(cv, low, high)))
     return variables
 
 
@@ -268,14 +268,14 @@ def total_bias(bias_dir: str | os.PathLike) -> np.ndarray:
 
 def bias_fes(settings: MetadynamicsSettings, bias: np.ndarray) -> FreeEnergySurface:
     """``F = -gamma/(gamma-1) V`` on the bias grid (periodic grids without their duplicate end point), kJ/mol."""
-    from biomol_nnp.sampling.cvs import cv_range
+    from biomol_nnp.sampling.cvs import cv_range, spans_circle
 
     grid = np.transpose(bias)  # Metadynamics stores the axes reversed
     axes = []
     for axis, cv in enumerate(settings.cvs):
         low, high = cv_range(cv)
         points = np.linspace(low, high, grid.shape[axis])
-        if cv.periodic:
+        if spans_circle(cv):
             points = points[:-1]
             grid = np.take(grid, range(len(points)), axis=axis)
         axes.append(points)

@@ -68,7 +68,7 @@ def test_grid_too_coarse_for_the_width(tmp_path):
 
 def test_settings_refused_before_running(tmp_path):
     distance = CVSettings(name="d", kind="distance", atoms=[5, 17], min_value=0.1, max_value=0.6, width=0.02)
-    with pytest.raises(ConfigError, match=r"cvs mix torsions and distances"):
+    with pytest.raises(ConfigError, match=r"cvs mix torsions and distances, or full and partial torsion ranges"):
         run_metadynamics(metad(cvs=[CVSettings(atoms=[4, 6, 8, 14]), distance]), tmp_path / "a")
     with pytest.raises(ConfigError, match=r"save_frequency=550 is not a multiple of frequency=100"):
         run_metadynamics(metad(save_frequency=550, steps=1100), tmp_path / "b")
@@ -146,3 +146,11 @@ def test_basin_difference_block_error_of_a_two_state_histogram():
     assert abs(value + kt * math.log(p / (1 - p))) < 4 * error
     binomial = kt / math.sqrt(n * p * (1 - p))
     assert 0.5 * binomial < error < 2.0 * binomial
+
+
+def test_partial_torsion_range_is_not_periodic():
+    from biomol_nnp.sampling.cvs import spans_circle
+
+    assert spans_circle(CVSettings(atoms=[4, 6, 8, 14]))
+    assert not spans_circle(CVSettings(atoms=[4, 6, 8, 14], min_value=-math.pi, max_value=0.0))
+    assert not spans_circle(CVSettings(kind="distance", atoms=[1, 2], min_value=0.1, max_value=0.5))
