@@ -6,9 +6,10 @@ import torch
 
 from biomol_nnp.config import ModelSettings, TrainSettings
 from biomol_nnp.exceptions import InputError
+from biomol_nnp.models.registry import ARCHITECTURES
 from biomol_nnp.train.data import TrainingSample, collate, split_by_trajectory
 from biomol_nnp.train.initialise import fit_self_energies, initialise
-from biomol_nnp.train.trainer import evaluate, train_ensemble
+from biomol_nnp.train.trainer import evaluate, member_settings, train_ensemble, train_member
 
 WATER = np.array([8, 1, 1])
 METHANE = np.array([6, 1, 1, 1, 1])
@@ -177,3 +178,27 @@ def test_dask_members_equal_sequential_members(samples):
     # the members differ (their own seeds), and each is one of the merged members
     assert not torch.equal(a["members.0.networks.0.0.weight"], a["members.1.networks.0.0.weight"])
     assert len(sequential.metrics["test_members"]) == 2
+
+
+@pytest.mark.parametrize("architecture", sorted(ARCHITECTURES))
+def test_merged_member_equals_the_member_trained_alone(samples, architecture):
+    model_settings = SMALL_MODEL.model_copy(update={"architecture": architecture})
+    settings = small_settings(epochs=2, dtype="float64")
+    result = train_ensemble(samples, model_settings, settings)
+    alone = train_member(result.train_samples, result.validation_samples, model_settings, settings, member=1)
+    single, _ = initialise(result.train_samples, model_settings, member_settings(settings, 1))
+    single = single.double()
+    single.load_state_dict(alone.state)
+    sample = result.test_samples[0]
+    inputs = (
+        torch.from_numpy(sample.positions),
+        torch.from_numpy(sample.atomic_numbers).long(),
+        torch.tensor(sample.total_charge, dtype=torch.float64),
+        torch.from_numpy(sample.mm_positions),
+        torch.from_numpy(sample.mm_charges),
+        torch.zeros(0, 3, dtype=torch.float64),
+    )
+    merged_energies = result.model.ensemble_energies(*inputs)
+    assert merged_energies.shape == (2,)
+    assert float(merged_energies[1]) == pytest.approx(float(single.ensemble_energies(*inputs)[0]), abs=1e-9)
+    assert float(merged_energies[0]) != pytest.approx(float(merged_energies[1]), abs=1e-6)
