@@ -12,12 +12,13 @@ electrostatic embedding, and REST2 scales that region (NNP energy by s, embeddin
 model REST2 scales ``--region`` (default: the whole peptide) in the force field.
 The model must cover the region's elements (H, C, N, O for TrpZip2).
 
-Default run (2 CPU cores, a few minutes): 4 replicas with effective temperatures 300-450 K, 10
-iterations of 250 steps (2 fs), i.e. 5 ps per replica. That shows the machinery, not converged
-sampling. To sample the hairpin's folding, scale to ~8-16 replicas up to 500-600 K (aim for neighbour
-acceptance 0.2-0.4 in ``summary.json``) and thousands of iterations (tens of ns per replica) on a node
-with more cores (``--threads``); the run checkpoints every iteration and resumes when started again
-with the same ``-o`` (raise ``--iterations`` to extend it).
+Default run: 4 replicas with effective temperatures 300-450 K, 10 iterations of 250 steps (2 fs), i.e.
+5 ps per replica: measured 7 min of CPU time on 2 cores (32 min wall on the shared, heavily loaded
+development machine), neighbour acceptance 0.07-0.12 with the whole peptide as the region. That shows
+the machinery, not converged sampling. To sample the hairpin's folding, scale to ~8-16 replicas up to
+500-600 K (aim for neighbour acceptance 0.2-0.4 in ``summary.json``) and thousands of iterations
+(tens of ns per replica) on a node with more cores (``--threads``); the run checkpoints every
+iteration and resumes when started again with the same ``-o`` (raise ``--iterations`` to extend it).
 
 Outputs in the folder: ``replicas/`` (log, reduced energies, one DCD per state, checkpoints),
 ``summary.json`` (states, acceptance, round trips), ``ramachandran.*`` and ``hbonds.*`` of the 300 K state.
