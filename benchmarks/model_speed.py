@@ -8,7 +8,8 @@ embedding), each at the same ensemble sizes.
 Region: alanine dipeptide plus its 9 nearest waters (49 atoms, H C N O) from
 ``systems/alanine_dipeptide/solvated.pdb``; MM charges: the 2000 other water atoms (and periodic images)
 nearest to the region, TIP3P charges. One call = forward + autograd forces on region and MM atoms
-(torchani: region atoms). Timing: median of ``--repeats`` calls after ``--warmup`` calls.
+(torchani: region atoms). Timing: median of ``--repeats`` calls after ``--warmup`` calls, the models
+called round-robin so that load on a shared machine affects them alike.
 
 Run: ``python benchmarks/model_speed.py`` (about 2 minutes on 2 cores);
 writes ``benchmarks/results/model_speed.json``.
@@ -17,6 +18,7 @@ writes ``benchmarks/results/model_speed.json``.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import statistics
 import tempfile
@@ -69,20 +71,24 @@ def region_and_environment(waters: int = 9, charges: int = 2000) -> dict[str, np
     }
 
 
-def median_ms(call: Callable[[], None], warmup: int, repeats: int) -> float:
-    """Median wall time of ``call`` in ms."""
-    for _ in range(warmup):
-        call()
-    times = []
+def interleaved_medians(calls: dict[str, Callable[[], None]], warmup: int, repeats: int) -> dict[str, float]:
+    """Median wall time (ms) of each call, timed round-robin so load changes hit every model alike."""
+    for call in calls.values():
+        for _ in range(warmup):
+            call()
+    times: dict[str, list[float]] = {name: [] for name in calls}
     for _ in range(repeats):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return 1000.0 * statistics.median(times)
+        for name, call in calls.items():
+            start = time.perf_counter()
+            call()
+            times[name].append(time.perf_counter() - start)
+    return {name: 1000.0 * statistics.median(values) for name, values in times.items()}
 
 
-def ours(architecture: str, members: int, geometry: dict[str, np.ndarray], folder: Path) -> Callable[[], None]:
-    """Energy + forces of our deployed model (TorchScript file reloaded from disk)."""
+def ours(
+    architecture: str, members: int, geometry: dict[str, np.ndarray], folder: Path, with_mm: bool = True
+) -> Callable[[], None]:
+    """Energy + forces of our deployed model (TorchScript file reloaded from disk), with or without MM charges."""
     settings = ModelSettings(architecture=architecture)
     model = build_model(settings, members).double()
     metadata = build_metadata(
@@ -95,19 +101,26 @@ def ours(architecture: str, members: int, geometry: dict[str, np.ndarray], folde
         architecture=architecture,
         settings=settings.model_dump(mode="json"),
     )
-    path = save_model(model, folder / f"{architecture}_{members}.pt", metadata)
+    path = save_model(model, folder / f"{architecture}_{members}_{count_label(with_mm)}.pt", metadata)
     module, _ = load_model(path)
+    count = len(geometry["mm_charges"]) if with_mm else 0
     x = torch.tensor(geometry["positions"]).requires_grad_(True)
-    y = torch.tensor(geometry["mm_positions"]).requires_grad_(True)
+    y = torch.tensor(geometry["mm_positions"][:count]).requires_grad_(True)
     z = torch.tensor(geometry["atomic_numbers"])
-    q = torch.tensor(geometry["mm_charges"])
+    q = torch.tensor(geometry["mm_charges"][:count])
     charge, box = torch.tensor(0.0, dtype=torch.float64), torch.zeros(0, 3, dtype=torch.float64)
+
+    inputs = (x, y) if with_mm else (x,)
 
     def call() -> None:
         energy = module(x, z, charge, y, q, box)
-        torch.autograd.grad(energy, (x, y))
+        torch.autograd.grad(energy, inputs)
 
     return call
+
+
+def count_label(with_mm: bool) -> str:
+    return "mm" if with_mm else "vacuum"
 
 
 def torchani_ani2x(members: int, geometry: dict[str, np.ndarray]) -> Callable[[], None]:
@@ -142,6 +155,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(1)
     geometry = region_and_environment()
     results: dict[str, dict[str, float]] = {}
@@ -150,17 +164,21 @@ def main() -> None:
             calls = {
                 "biomol_nnp_ani": ours("ani", members, geometry, Path(tmp)),
                 "biomol_nnp_painn": ours("painn", members, geometry, Path(tmp)),
+                "biomol_nnp_ani_vacuum": ours("ani", members, geometry, Path(tmp), with_mm=False),
+                "biomol_nnp_painn_vacuum": ours("painn", members, geometry, Path(tmp), with_mm=False),
                 "torchani_ani2x": torchani_ani2x(members, geometry),
             }
-            row = {name: median_ms(call, args.warmup, args.repeats) for name, call in calls.items()}
-            row["ani_over_torchani"] = row["biomol_nnp_ani"] / row["torchani_ani2x"]
-            row["painn_over_torchani"] = row["biomol_nnp_painn"] / row["torchani_ani2x"]
+            row = interleaved_medians(calls, args.warmup, args.repeats)
+            for name in ("ani", "painn", "ani_vacuum", "painn_vacuum"):
+                row[f"{name}_over_torchani"] = row[f"biomol_nnp_{name}"] / row["torchani_ani2x"]
             results[f"members_{members}"] = row
-            print(members, row)
+            logging.getLogger(__name__).info("%d members: %s", members, row)
     write_json_atomic(
         args.output,
         {
-            "description": "median ms per energy+forces call, 1 thread, float64",
+            "description": "median ms per energy+forces call, 1 thread, float64; *_vacuum: our model without MM "
+            "charges (the work torchani does); the others with 2000 MM charges (forces on MM atoms too)",
+            "settings": {"warmup": args.warmup, "repeats": args.repeats, "painn": ModelSettings().painn.model_dump()},
             "region_atoms": int(len(geometry["atomic_numbers"])),
             "mm_charges": int(len(geometry["mm_charges"])),
             "torch_version": torch.__version__,

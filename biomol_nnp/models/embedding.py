@@ -60,30 +60,56 @@ class EmbeddingKernel(torch.nn.Module):
     def forward(
         self, positions: torch.Tensor, mm_positions: torch.Tensor, mm_charges: torch.Tensor, box: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        vectors = positions.unsqueeze(2) - mm_positions.unsqueeze(1)  # [B, N, M, 3]
+        charges = self.coulomb * mm_charges.unsqueeze(1)  # [B, 1, M]
+        if box.shape[0] == 3 or positions.dtype != torch.float64:
+            vectors = positions.unsqueeze(2) - mm_positions.unsqueeze(1)  # [B, N, M, 3]
+            if box.shape[0] == 3:
+                vectors = minimum_image(vectors, box)
+            distances = torch.linalg.norm(vectors, dim=-1).clamp(min=1e-6)
+            inverse = 1.0 / distances
+            # plain Coulomb for every pair; field = -grad_r phi = sum_b q_b (r_a - r_b) / r^3
+            potential = (charges * inverse).sum(-1)
+            field = torch.einsum("bnm,bnmk->bnk", charges * inverse * inverse * inverse, vectors)
+        else:
+            # float64 without a box: distances and field from matrix products, no [B, N, M, 3] tensor
+            # (coordinates relative to the first region atom, so |r|^2 terms stay small against r_ab^2)
+            origin = positions[:, :1]
+            x, y = positions - origin, mm_positions - origin
+            squared = (x * x).sum(-1).unsqueeze(2) + (y * y).sum(-1).unsqueeze(1) - 2.0 * x @ y.transpose(1, 2)
+            distances = torch.sqrt(squared.clamp(min=1e-12))
+            inverse = 1.0 / distances
+            potential = (charges * inverse).sum(-1)
+            weights = charges * inverse * inverse * inverse
+            field = x * weights.sum(-1, keepdim=True) - weights @ y
+        return self._damping_correction(positions, mm_positions, charges, distances, potential, field, box)
+
+    def _damping_correction(
+        self,
+        positions: torch.Tensor,
+        mm_positions: torch.Tensor,
+        charges: torch.Tensor,
+        distances: torch.Tensor,
+        potential: torch.Tensor,
+        field: torch.Tensor,
+        box: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """erf damping where it differs from 1/r above round-off (sparse: few pairs are that close)."""
+        close = (distances.detach() < self.short_range).nonzero()
+        if close.shape[0] == 0:
+            return potential, field
+        b, a, m = close[:, 0], close[:, 1], close[:, 2]
+        vectors = positions[b, a] - mm_positions[b, m]
         if box.shape[0] == 3:
             vectors = minimum_image(vectors, box)
-        distances = torch.linalg.norm(vectors, dim=-1).clamp(min=1e-6)
-        charges = self.coulomb * mm_charges.unsqueeze(1)
-        inverse = 1.0 / distances
-        # plain Coulomb for every pair; field = -grad_r phi = sum_b q_b (r_a - r_b) / r^3
-        potential = (charges * inverse).sum(-1)
-        field = torch.einsum("bnm,bnmk->bnk", charges * inverse * inverse * inverse, vectors)
-        # erf damping only where it differs from 1/r above round-off (sparse: few pairs are that close)
-        close = (distances.detach() < self.short_range).nonzero()
-        if close.shape[0] > 0:
-            b, a, m = close[:, 0], close[:, 1], close[:, 2]
-            r = distances[b, a, m]
-            q = charges[b, 0, m]
-            erfc = torch.erfc(r / self.damping) / r
-            slope = (2.0 / math.sqrt(math.pi) / self.damping) * torch.exp(-((r / self.damping) ** 2)) + erfc
-            row = b * positions.shape[1] + a
-            flat_potential = potential.reshape(-1).index_add(0, row, -q * erfc)
-            correction = -(q * slope / (r * r)).unsqueeze(-1) * vectors[b, a, m]
-            flat_field = field.reshape(-1, 3).index_add(0, row, correction)
-            potential = flat_potential.reshape(potential.shape)
-            field = flat_field.reshape(field.shape)
-        return potential, field
+        r = torch.linalg.norm(vectors, dim=-1).clamp(min=1e-6)
+        q = charges[b, 0, m]
+        erfc = torch.erfc(r / self.damping) / r
+        slope = (2.0 / math.sqrt(math.pi) / self.damping) * torch.exp(-((r / self.damping) ** 2)) + erfc
+        row = b * positions.shape[1] + a
+        flat_potential = potential.reshape(-1).index_add(0, row, -q * erfc)
+        correction = -(q * slope / (r * r)).unsqueeze(-1) * vectors
+        flat_field = field.reshape(-1, 3).index_add(0, row, correction)
+        return flat_potential.reshape(potential.shape), flat_field.reshape(field.shape)
 
 
 def embedding_energy(
