@@ -51,6 +51,7 @@ def embedding_environment(
     box: torch.Tensor | None,
     cutoff: float,
     switch_width: float,
+    mm_images: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Imaged positions [M', 3] nm, switched charges [M'] e and candidate indices [M'] of the kept atoms.
 
@@ -66,16 +67,23 @@ def embedding_environment(
         Periodic box vectors [3, 3] nm (rows, OpenMM reduced form) or None.
     cutoff, switch_width
         Group cutoff and the width of the switch below it, nm.
+    mm_images
+        Optional [A, 3] nm: each atom already at its image next to the region (:func:`nearby_candidates`);
+        the [A, N] minimum images are then not taken. Same result wherever that image is the minimum image
+        for every atom within ``cutoff`` of the region.
     """
     with torch.no_grad():  # selection, shifts and weights of the molecules that are fully in or out
-        raw = mm_positions.unsqueeze(1) - region_positions.unsqueeze(0)  # [A, N, 3]
-        wrapped = minimum_image(raw, box) if box is not None else raw
-        atom_min, nearest = torch.linalg.norm(wrapped, dim=-1).min(dim=1)
+        if mm_images is None:
+            raw = mm_positions.unsqueeze(1) - region_positions.unsqueeze(0)  # [A, N, 3]
+            wrapped = minimum_image(raw, box) if box is not None else raw
+            atom_min, nearest = torch.linalg.norm(wrapped, dim=-1).min(dim=1)
+            shifts = (wrapped - raw)[torch.arange(len(mm_positions)), nearest]  # a lattice vector per atom
+        else:
+            atom_min = torch.cdist(mm_images, region_positions.detach()).min(dim=1).values
+            shifts = mm_images - mm_positions.detach()
         molecules = int(molecule_index.max()) + 1 if molecule_index.numel() else 0
         molecule_min = torch.full((molecules,), float("inf"), dtype=atom_min.dtype)
         molecule_min = molecule_min.scatter_reduce(0, molecule_index, atom_min, reduce="amin", include_self=True)
-        rows = torch.arange(len(mm_positions))
-        shifts = (wrapped - raw)[rows, nearest]  # a lattice vector per atom
         # all atoms of a molecule take the shift of the molecule's closest atom
         closest_atom = torch.full((molecules,), -1, dtype=torch.long)
         order = torch.argsort(atom_min, descending=True)
@@ -131,18 +139,20 @@ def box_width(box: np.ndarray) -> float:
     return volume / float(np.linalg.norm(faces, axis=1).max())
 
 
-def candidate_atoms(
+def nearby_candidates(
     region: np.ndarray,
     mm_positions: np.ndarray,
     molecule_index: np.ndarray,
     box: np.ndarray | None,
     cutoff: float,
-) -> np.ndarray:
-    """Sorted indices of the MM atoms of every molecule that may have an atom within ``cutoff`` of the region.
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Sorted indices [K] of the MM atoms of every molecule that may have an atom within ``cutoff`` of the region,
+    and each one's image [K, 3] nm next to the region (None without a box or when the pre-filter falls back).
 
     A superset of the molecules :func:`embedding_environment` keeps, with all their atoms, so calling it on
-    these atoms only gives the same selection, images and weights. Cost: one minimum-image displacement per
-    MM atom (to the region's centroid) plus one distance per atom and covering sphere.
+    these atoms only (with the images as ``mm_images``) gives the same selection, images and weights.
+    Cost: one minimum-image displacement per MM atom (to the region's centroid) plus one distance per atom
+    and covering sphere.
 
     Parameters
     ----------
@@ -162,10 +172,11 @@ def candidate_atoms(
     Under periodic boundaries the pre-filter is exact when the cutoff plus the region's extent around its
     centroid is below half the smallest box width (:func:`box_width`): an atom then has at most one image
     that close, and it lies in the reduced cell where the minimum image finds it. A larger region falls back
-    to all atoms.
+    to all atoms. The images are the minimum images relative to the centroid: for every atom within
+    ``cutoff`` of a region atom, the one the minimum image relative to that atom finds.
     """
     if len(mm_positions) == 0:
-        return np.zeros(0, dtype=np.int64)
+        return np.zeros(0, dtype=np.int64), None
     centroid = region.mean(axis=0)
     centres, radii = covering_spheres(region)
     extent = max(
@@ -176,7 +187,7 @@ def candidate_atoms(
     to_centroid = mm_positions - centroid
     if box is not None:
         if reach >= 0.5 * box_width(box):
-            return np.arange(len(mm_positions))
+            return np.arange(len(mm_positions)), None
         to_centroid = minimum_image_np(to_centroid, box)
     near = np.flatnonzero(np.einsum("ij,ij->i", to_centroid, to_centroid) < reach * reach)
     if len(centres) > 1:  # keep the atoms near one of the covering spheres
@@ -185,4 +196,16 @@ def candidate_atoms(
         near = near[inside]
     molecules = np.zeros(int(molecule_index.max()) + 1, dtype=bool)
     molecules[molecule_index[near]] = True
-    return np.flatnonzero(molecules[molecule_index])
+    subset = np.flatnonzero(molecules[molecule_index])
+    return subset, (centroid + to_centroid[subset] if box is not None else None)
+
+
+def candidate_atoms(
+    region: np.ndarray,
+    mm_positions: np.ndarray,
+    molecule_index: np.ndarray,
+    box: np.ndarray | None,
+    cutoff: float,
+) -> np.ndarray:
+    """The indices of :func:`nearby_candidates` (same arguments)."""
+    return nearby_candidates(region, mm_positions, molecule_index, box, cutoff)[0]

@@ -27,7 +27,7 @@ import openmm.unit as u
 import torch
 
 from biomol_nnp.exceptions import InputError, SimulationError
-from biomol_nnp.models.environment import candidate_atoms, embedding_environment
+from biomol_nnp.models.environment import candidate_atoms, embedding_environment, nearby_candidates
 from biomol_nnp.qm.sampling import minimum_image
 
 logger = logging.getLogger(__name__)
@@ -189,7 +189,7 @@ class ModelForceCallback:
         n_ml = len(self.ml_atoms)
         positions = np.asarray(positions_nm, dtype=np.float64)
         box_np = None if box_nm is None else np.asarray(box_nm, dtype=np.float64)
-        region, subset, local = local_environment(
+        region, subset, local, images = local_environment(
             positions, n_ml, self._anchors(), self._molecules_np, box_np, self.cutoff_nm
         )
         previous_threads = torch.get_num_threads()
@@ -198,7 +198,7 @@ class ModelForceCallback:
         try:
             region_t = torch.from_numpy(region).requires_grad_(True)
             local_t = torch.from_numpy(local).requires_grad_(True)
-            mm_positions, mm_charges, _ = self._select(region_t, local_t, subset, box_np)
+            mm_positions, mm_charges, _ = self._select(region_t, local_t, subset, box_np, images)
             energy = self._module(
                 region_t,
                 self._tensors["atomic_numbers"],
@@ -225,12 +225,18 @@ class ModelForceCallback:
         return value, forces
 
     def _select(
-        self, region: torch.Tensor, local: torch.Tensor, subset: np.ndarray, box: np.ndarray | None
+        self,
+        region: torch.Tensor,
+        local: torch.Tensor,
+        subset: np.ndarray,
+        box: np.ndarray | None,
+        images: np.ndarray | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Whole MM molecules within the embedding cutoff, imaged next to the region, charges switched.
 
-        ``local`` holds the candidate MM atoms ``subset`` (:func:`local_environment`), molecules whole;
-        returns imaged positions, switched charges and the kept rows of ``local``.
+        ``local`` holds the candidate MM atoms ``subset`` (:func:`local_environment`), molecules whole, and
+        ``images`` their images next to the region when known; returns imaged positions, switched charges and
+        the kept rows of ``local``.
         """
         if len(subset) == 0:
             return local.reshape(0, 3), self._tensors["mm_charges"][:0], torch.zeros(0, dtype=torch.long)
@@ -243,6 +249,7 @@ class ModelForceCallback:
             None if box is None else torch.from_numpy(box),
             self.cutoff_nm,
             self.switch_width_nm,
+            None if images is None else torch.from_numpy(images),
         )
 
     def _environment(
@@ -298,7 +305,7 @@ def local_environment(
     molecules: np.ndarray,
     box: np.ndarray | None,
     cutoff: float,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
     """The region and the MM molecules that may see it, each made whole: what an embedding callback needs.
 
     Parameters
@@ -323,16 +330,19 @@ def local_environment(
         (:func:`biomol_nnp.models.environment.candidate_atoms`, one O(M) pass).
     local : numpy.ndarray, shape (K, 3)
         Their positions with each molecule whole (:func:`whole_molecules`), nm.
+    images : numpy.ndarray, shape (K, 3), or None
+        Each candidate atom's image next to the region, nm (``mm_images`` of
+        :func:`biomol_nnp.models.environment.embedding_environment`); None without a box.
     """
     region = np.array(positions[:n_region], dtype=np.float64)
     mm = positions[n_region:]
     if box is not None:
         region = region[0] + minimum_image(region - region[0], box)
-    subset = candidate_atoms(region, mm, molecules, box, cutoff)
+    subset, images = nearby_candidates(region, mm, molecules, box, cutoff)
     local = np.array(mm[subset], dtype=np.float64)
     if box is not None and len(subset):  # whole molecules are in the subset, so are their anchors
         local = whole_molecules(local, np.searchsorted(subset, anchors[subset]), box)
-    return region, subset, local
+    return region, subset, local, images
 
 
 def unwrap_periodic(positions: np.ndarray, n_region: int, anchors: np.ndarray, box: np.ndarray) -> np.ndarray:

@@ -190,10 +190,15 @@ class XTBForceCallback:
         return self._select(region, mm_positions[subset], subset, box)
 
     def _select(
-        self, region: np.ndarray, local: np.ndarray, subset: np.ndarray, box: np.ndarray | None
+        self,
+        region: np.ndarray,
+        local: np.ndarray,
+        subset: np.ndarray,
+        box: np.ndarray | None,
+        images: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """:meth:`environment` on the candidate atoms ``subset`` at ``local`` (unit charges: the switched
-        charges are the weights)."""
+        """:meth:`environment` on the candidate atoms ``subset`` at ``local`` (molecules whole; ``images``: next
+        to the region, when known). Unit charges: the switched charges are the weights."""
         if len(subset) == 0:
             return np.zeros(0, dtype=np.int64), np.zeros((0, 3)), np.zeros(0)
         with torch.no_grad():
@@ -205,6 +210,7 @@ class XTBForceCallback:
                 None if box is None else torch.from_numpy(box),
                 self.cutoff_nm,
                 self.switch_width_nm,
+                None if images is None else torch.from_numpy(images),
             )
         return subset[kept.numpy()], imaged.numpy(), weights.numpy()
 
@@ -215,10 +221,10 @@ class XTBForceCallback:
         n_qm = len(self.qm_atoms)
         positions = np.asarray(positions_nm, dtype=np.float64)
         box = None if box_nm is None else np.asarray(box_nm, dtype=np.float64)
-        region, subset, local = local_environment(
+        region, subset, local, images = local_environment(
             positions, n_qm, self._anchors(), self._molecules(), box, self.cutoff_nm
         )
-        kept, imaged, weights = self._select(region, local, subset, box)
+        kept, imaged, weights = self._select(region, local, subset, box, images)
         used = weights > 0.0  # molecules exactly at the cutoff add nothing
         kept = kept[used]
         engine = XTBEngine(LabelSettings.model_validate(self.settings))
@@ -239,7 +245,9 @@ class XTBForceCallback:
         if len(kept):
             np.add.at(forces, n_qm + kept, result.mm_forces)
             if bool((weights < 1.0).any()):
-                region_forces, local_forces = self._switch_forces(region, local, subset, box, imaged, result.charges)
+                region_forces, local_forces = self._switch_forces(
+                    region, local, subset, box, imaged, result.charges, images
+                )
                 forces[:n_qm] += region_forces
                 forces[n_qm + subset] += local_forces
         return float(result.energy), forces
@@ -252,6 +260,7 @@ class XTBForceCallback:
         box: np.ndarray | None,
         imaged: np.ndarray,
         qm_charges: np.ndarray,
+        images: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Forces (region ``[N,3]``, candidates ``[K,3]``) through the switch weights:
         ``-grad sum_B phi_B q_B w_B(R)`` with ``phi_B`` held fixed.
@@ -281,6 +290,7 @@ class XTBForceCallback:
             None if box is None else torch.from_numpy(box),
             self.cutoff_nm,
             self.switch_width_nm,
+            None if images is None else torch.from_numpy(images),
         )
         region_forces, local_forces = np.zeros_like(region), np.zeros_like(local)
         surrogate = (switched * potential).sum()

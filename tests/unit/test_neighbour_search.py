@@ -65,9 +65,10 @@ def brute_force(region, whole, charges, molecules, box):
 def searched(region, positions, charges, molecules, box):
     """The callbacks' path: region + wrapped MM atoms -> candidates, whole molecules -> selection."""
     stacked = np.concatenate([region, positions])
-    whole_region, subset, local = local_environment(
+    whole_region, subset, local, images = local_environment(
         stacked, len(region), molecule_anchors(molecules), molecules, box, CUTOFF
     )
+    assert (images is None) == (box is None)
     imaged, switched, kept = embedding_environment(
         torch.from_numpy(whole_region),
         torch.from_numpy(local),
@@ -76,6 +77,7 @@ def searched(region, positions, charges, molecules, box):
         None if box is None else torch.from_numpy(box),
         CUTOFF,
         SWITCH,
+        None if images is None else torch.from_numpy(images),
     )
     return whole_region, imaged.numpy(), switched.numpy(), subset[kept.numpy()], subset
 

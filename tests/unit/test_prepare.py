@@ -331,3 +331,9 @@ def test_cli_prepare(tmp_path):
 def test_cli_prepare_bad_selection_exits_2(tmp_path):
     rc = main(["-q", "prepare", str(DIPEPTIDE_PDB), "-o", str(tmp_path), "--no-solvent", "--region", "resname XYZ"])
     assert rc == 2
+
+
+def test_cli_prepare_needs_a_pdb_or_a_sequence(tmp_path, caplog):
+    assert main(["prepare", "-o", str(tmp_path)]) == 2
+    assert "give either a PDB file or --sequence" in caplog.text
+    assert main(["prepare", str(DIPEPTIDE_PDB), "--sequence", "AA", "-o", str(tmp_path)]) == 2
