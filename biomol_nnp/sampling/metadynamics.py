@@ -189,16 +189,23 @@ def run_walker(settings: MetadynamicsSettings, output_dir: str, walker: int) -> 
     if done >= settings.steps:
         return {"walker": walker, "steps_done": done, "resumed_from": done, "wall_seconds": seconds}
     sampled = build_sampling_system(settings.system)
-    meta = app.Metadynamics(
-        sampled.system,
-        _bias_variables(settings, sampled),
-        settings.temperature_k * u.kelvin,
-        settings.bias_factor,
-        settings.height_kj_mol * u.kilojoule_per_mole,
-        settings.frequency,
-        saveFrequency=settings.save_frequency,
-        biasDir=str(output / BIAS_DIR),
-    )
+    # Metadynamics names its bias files by an id from numpy's global RNG: draw it from fresh OS entropy so
+    # walkers in processes that seeded numpy alike cannot share an id (and overwrite each other's bias).
+    rng_state = np.random.get_state()
+    np.random.seed(None)
+    try:
+        meta = app.Metadynamics(
+            sampled.system,
+            _bias_variables(settings, sampled),
+            settings.temperature_k * u.kelvin,
+            settings.bias_factor,
+            settings.height_kj_mol * u.kilojoule_per_mole,
+            settings.frequency,
+            saveFrequency=settings.save_frequency,
+            biasDir=str(output / BIAS_DIR),
+        )
+    finally:
+        np.random.set_state(rng_state)
     simulation = _simulation(
         sampled.topology,
         sampled.system,

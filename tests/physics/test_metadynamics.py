@@ -189,3 +189,15 @@ def test_cli_metad_reads_its_yaml(tmp_path):
     walkers = json.loads((tmp_path / "out" / "metadynamics.json").read_text())["walkers"]
     assert [w["steps_done"] for w in walkers] == [2000, 2000]
     assert load_fes(tmp_path / "out" / "fes.json").cv_names == ["r"]
+
+
+def test_walkers_with_identically_seeded_numpy_get_distinct_bias_files(tmp_path):
+    """Two walker processes that seeded numpy alike must not share a Metadynamics id (their files would clash)."""
+    from biomol_nnp.sampling.metadynamics import run_walker
+
+    settings = pair_settings(tmp_path, 2000, walkers=2, save_frequency=1000)
+    for walker in range(2):
+        np.random.seed(0)  # what two identically initialised worker processes would have
+        run_walker(settings, str(tmp_path / "run"), walker)
+    ids = {path.name.split("_")[1] for path in (tmp_path / "run" / BIAS_DIR).glob("bias_*.npy")}
+    assert len(ids) == 2
