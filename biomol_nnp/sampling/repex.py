@@ -267,6 +267,12 @@ def run_replica_exchange_system(
     folder = output / REPLICA_DIR
     check_memory(estimate_memory(system, len(states), settings.max_memory_gb))
     resume = _can_resume(folder, len(states))
+    if not resume and folder.is_dir() and any(folder.iterdir()):
+        raise InputError(
+            f"{folder} holds files of another run but no checkpoint for each of the {len(states)} replicas (a run "
+            "killed before its first report, or one with another number of replicas); remove the folder to start "
+            "again or give another output folder"
+        )
     integrator = openmm.LangevinMiddleIntegrator(
         settings.temperature_k * u.kelvin, settings.friction_per_ps / u.picosecond, settings.timestep_fs * u.femtosecond
     )

@@ -137,6 +137,14 @@ def test_rest2_run_resumes_from_checkpoints(tmp_path):
     assert len(universe.trajectory) == 5 and len(universe.atoms) == 22
 
 
+def test_a_folder_without_checkpoints_is_not_overwritten(tmp_path):
+    (tmp_path / "replicas").mkdir()
+    (tmp_path / "replicas" / "log.csv").write_text("Iteration,Step\n")
+    settings = ReplicaExchangeSettings(kind="temperature", n_replicas=2, platform="Reference")
+    with pytest.raises(InputError, match="no checkpoint for each of the 2 replicas"):
+        run_replica_exchange(settings, tmp_path, progress=False)
+
+
 def test_replicas_that_do_not_fit_are_refused_before_running(tmp_path):
     settings = ReplicaExchangeSettings(kind="temperature", n_replicas=8, max_memory_gb=0.01, platform="Reference")
     with pytest.raises(ConfigError, match=r"n_replicas=8 needs about .* GB .* lower n_replicas"):
