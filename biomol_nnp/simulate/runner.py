@@ -338,6 +338,7 @@ _RESUME_KEYS_ALLOWED_TO_CHANGE = (
     "steps",
     "checkpoint_interval",
     "torch_threads",
+    "minimize_iterations",
     "force_std_threshold_kj_mol_nm",
     "uncertainty_action",
     "nve_steps",
