@@ -185,6 +185,7 @@ def run_walker(settings: MetadynamicsSettings, output_dir: str, walker: int) -> 
     output = Path(output_dir)
     folder = _walker_dir(output, walker)
     folder.mkdir(parents=True, exist_ok=True)
+    (output / BIAS_DIR).mkdir(exist_ok=True)
     done, seconds = _progress(folder)
     if done >= settings.steps:
         return {"walker": walker, "steps_done": done, "resumed_from": done, "wall_seconds": seconds}
