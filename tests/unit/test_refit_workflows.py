@@ -114,3 +114,28 @@ def test_settings_reject_unknown_keys(tmp_path) -> None:
             "reference": {}, "profiles": [{"name": "x", "pdb": ALA, "dihedral": "phi"}],
             "output": {"directory": str(tmp_path)},
         }))
+
+
+def test_hbonds_workflow_general_form_over_all_triples(tmp_path) -> None:
+    """12-10-6 form without angle dependence: OpenMM applies it to all four O-H...O triples of the water dimer;
+    the workflow fits over the same triples, recovers the term and reports the refit (with it) exact."""
+    truth = HbondTerm(("tip3p-O", "tip3p-H"), "tip3p-O", 2.0e-9, -1.0e-7, -3.0e-4, angle_power=0)
+    reference = write_ffxml(tmp_path / "truth.xml", hbonds=[truth])
+    settings = _yaml(tmp_path / "h.yaml", {
+        "reference": {"forcefield": [str(reference), "amber14-all.xml", "amber14/tip3p.xml"]},
+        "dimers": [{"name": "water_water", "donor": "water", "acceptor": "water", "donor_atoms": [0, 1, 2],
+                    "acceptor_atom": 0, "acceptor_back": [1, 2]}],
+        "hbond_terms": [["tip3p-O", "tip3p-H", "tip3p-O"]],
+        "hbond_form": "12-10-6",
+        "angle_power": 0,
+        "temperature_k": None,
+        "fit_window_kcal": 3.0,
+        "output": {"directory": str(tmp_path / "out"), "formats": ["ffxml"], "plots": False},
+    })
+    report = run_workflow("hbonds", settings)
+    (term,) = report["hbonds"]
+    for name in ("c12", "c10", "c6"):
+        assert term[name] == pytest.approx(getattr(truth, name), rel=1e-5), name
+    row = report["profiles"]["water_water"]
+    assert row["original_rmse_kcal"] > 0.05
+    assert row["refit_rmse_kcal"] < 1e-4
