@@ -152,10 +152,11 @@ class PaiNNEnsemble(EnsembleModel):
         vectors, distances, mask = pair_geometry(positions, species)
         within = mask & (distances.detach() < self.cutoff)
         b, i, j = within.nonzero().unbind(1)
-        pair_distances = distances[b, i, j]
-        units = vectors[b, i, j] / pair_distances.unsqueeze(-1)
-        envelope = (cosine_cutoff(pair_distances, self.cutoff) * self.message_scale).unsqueeze(-1)
         first, second = b * n + i, b * n + j
+        flat = first * n + j  # index_select (backward: index_add) is much cheaper than advanced indexing
+        pair_distances = distances.reshape(-1).index_select(0, flat)
+        units = vectors.reshape(-1, 3).index_select(0, flat) / pair_distances.unsqueeze(-1)
+        envelope = (cosine_cutoff(pair_distances, self.cutoff) * self.message_scale).unsqueeze(-1)
         flat_species = species.reshape(-1)
         outputs: list[torch.Tensor] = []
         for member in self.members:
