@@ -22,6 +22,7 @@ Writes benchmarks/results/active_learning.json and active_learning.png.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import platform
 import shutil
@@ -132,7 +133,7 @@ def plot(models: list[int], mae: list[float], fractions: list[float], labels: li
     from biomol_nnp.io import atomic_path
 
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.5))
-    axes[0].plot(models, fractions, "o-")
+    axes[0].plot(models[: len(fractions)], fractions, "o-")
     axes[0].set(
         xlabel="model (0: vacuum-only)",
         ylabel="uncertain fraction",
@@ -145,7 +146,7 @@ def plot(models: list[int], mae: list[float], fractions: list[float], labels: li
         ylabel="force MAE (kcal/mol/A)",
         title="held-out solvated frames vs GFN2-xTB/MM",
     )
-    axes[2].bar(models[1:], labels)
+    axes[2].bar(models[1 : 1 + len(labels)], labels)
     axes[2].set(xlabel="iteration", ylabel="labels added", title="GFN2-xTB/MM labels")
     fig.tight_layout()
     with atomic_path(path) as tmp:
@@ -160,29 +161,48 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--resume", action="store_true", help="continue an interrupted loop in data/.../run")
+    parser.add_argument(
+        "--no-final-walkers", action="store_true", help="skip the extra walker round that scores the final model"
+    )
+    parser.add_argument(
+        "--report-only", action="store_true", help="write the result from the loop's state as it is (no computation)"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     settings = benchmark_settings()
     started = time.perf_counter()
-    timings = prepare_data(settings)
     run_dir = DATA / "run"
-    if not args.resume:
-        shutil.rmtree(run_dir, ignore_errors=True)
-        run_dir.mkdir(parents=True)
-        shutil.copy(DATA / "vacuum_labels.h5", run_dir / "labels.h5")
-    threshold = calibrate_threshold(DATA / "initial_model" / "model.pt", DATA / "vacuum_labels.h5")
-    settings.active.force_std_threshold_kj_per_mol_nm = threshold
-    logger.info("uncertainty threshold (largest spread on the vacuum training frames): %.1f kJ/mol/nm", threshold)
-    loop_started = time.perf_counter()
-    settings.train.embedding_weight = 1.0  # solvated labels carry the embedding energy
-    result = run_active_learning(settings, run_dir / "loop")
-    timings["active_learning_seconds"] = time.perf_counter() - loop_started
-    fractions = [float(r["uncertain_fraction"]) for r in result.rows[1:]]
-    final_started = time.perf_counter()
-    fractions.append(final_fraction(settings, result.model))
-    timings["final_walkers_seconds"] = time.perf_counter() - final_started
-    mae = [float(r["heldout_force_mae_kcal_per_mol_A"]) for r in result.rows]
-    labels = [int(r["labels_added"]) for r in result.rows[1:]]
+    saved = run_dir / "loop" / "settings.yaml"
+    timings: dict[str, float] = {}
+    if args.report_only:
+        state = json.loads((run_dir / "loop" / "state.json").read_text())
+        rows, stopped = state["rows"], state["stopped"]
+        threshold = type(settings).from_yaml(saved).active.force_std_threshold_kj_per_mol_nm
+    else:
+        timings = prepare_data(settings)
+        if not args.resume:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            run_dir.mkdir(parents=True)
+            shutil.copy(DATA / "vacuum_labels.h5", run_dir / "labels.h5")
+        if args.resume and saved.exists():  # the threshold the interrupted loop ran with
+            threshold = type(settings).from_yaml(saved).active.force_std_threshold_kj_per_mol_nm
+        else:
+            threshold = calibrate_threshold(DATA / "initial_model" / "model.pt", DATA / "vacuum_labels.h5")
+        settings.active.force_std_threshold_kj_per_mol_nm = threshold
+        logger.info("uncertainty threshold (largest spread on the vacuum training frames): %.1f kJ/mol/nm", threshold)
+        loop_started = time.perf_counter()
+        settings.train.embedding_weight = 1.0  # solvated labels carry the embedding energy
+        result = run_active_learning(settings, run_dir / "loop")
+        rows, stopped = result.rows, result.stopped
+        timings["active_learning_seconds"] = time.perf_counter() - loop_started
+    fractions = [float(r["uncertain_fraction"]) for r in rows[1:] if "uncertain_fraction" in r]
+    if not args.no_final_walkers and not args.report_only:
+        final_started = time.perf_counter()
+        fractions.append(final_fraction(settings, result.model))
+        timings["final_walkers_seconds"] = time.perf_counter() - final_started
+    scored = [r for r in rows if "heldout_force_mae_kcal_per_mol_A" in r]
+    mae = [float(r["heldout_force_mae_kcal_per_mol_A"]) for r in scored]
+    labels = [int(r.get("labels_added", 0)) for r in rows[1:]]
     reduction = 1.0 - mae[-1] / mae[0]
     timings["total_seconds"] = time.perf_counter() - started
     outcome = {
@@ -197,7 +217,7 @@ def main() -> None:
         "initial_model": "trained on 48 vacuum MM-MD frames (500 K, 4 trajectories) only",
         "models": list(range(len(mae))),
         "heldout_force_mae_kcal_per_mol_A": mae,
-        "heldout_energy_mae_kcal_per_mol": [float(r["heldout_energy_mae_kcal_per_mol"]) for r in result.rows],
+        "heldout_energy_mae_kcal_per_mol": [float(r["heldout_energy_mae_kcal_per_mol"]) for r in scored],
         "uncertain_fraction_by_model": fractions,
         "uncertain_fraction_falls_each_iteration": all(b < a for a, b in zip(fractions, fractions[1:], strict=False)),
         "labels_added": labels,
@@ -206,8 +226,9 @@ def main() -> None:
         "force_mae_reduction": reduction,
         "target_reduction": TARGET_REDUCTION,
         "target_met": reduction >= TARGET_REDUCTION,
-        "stopped": result.stopped,
-        "rows": result.rows,
+        "stopped": stopped,
+        "complete": stopped is not None,
+        "rows": rows,
         "timings_seconds": timings,
         "settings": settings.model_dump(mode="json"),
         "machine": f"{platform.machine()}, {platform.python_version()}; 2 CPU cores shared with other jobs",
@@ -215,6 +236,7 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     write_json_atomic(RESULTS / "active_learning.json", outcome)
     plot(outcome["models"], mae, fractions, labels, RESULTS / "active_learning.png")
+
     logger.info(
         "held-out force MAE %s kcal/mol/A (reduction %.0f %%), uncertain fraction %s, %.0f s",
         [round(m, 3) for m in mae],
