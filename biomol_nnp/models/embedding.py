@@ -65,36 +65,37 @@ class EmbeddingKernel(torch.nn.Module):
             vectors = positions.unsqueeze(2) - mm_positions.unsqueeze(1)  # [B, N, M, 3]
             if box.shape[0] == 3:
                 vectors = minimum_image(vectors, box)
-            distances = torch.linalg.norm(vectors, dim=-1).clamp(min=1e-6)
-            inverse = 1.0 / distances
+            squared = (vectors * vectors).sum(-1)
+            inverse = torch.rsqrt(squared.clamp(min=1e-12))
             # plain Coulomb for every pair; field = -grad_r phi = sum_b q_b (r_a - r_b) / r^3
-            potential = (charges * inverse).sum(-1)
-            field = torch.einsum("bnm,bnmk->bnk", charges * inverse * inverse * inverse, vectors)
+            scaled = charges * inverse
+            potential = scaled.sum(-1)
+            field = torch.einsum("bnm,bnmk->bnk", scaled * inverse * inverse, vectors)
         else:
             # float64 without a box: distances and field from matrix products, no [B, N, M, 3] tensor
             # (coordinates relative to the first region atom, so |r|^2 terms stay small against r_ab^2)
             origin = positions[:, :1]
             x, y = positions - origin, mm_positions - origin
             squared = (x * x).sum(-1).unsqueeze(2) + (y * y).sum(-1).unsqueeze(1) - 2.0 * x @ y.transpose(1, 2)
-            distances = torch.sqrt(squared.clamp(min=1e-12))
-            inverse = 1.0 / distances
-            potential = (charges * inverse).sum(-1)
-            weights = charges * inverse * inverse * inverse
+            inverse = torch.rsqrt(squared.clamp(min=1e-12))
+            scaled = charges * inverse
+            potential = scaled.sum(-1)
+            weights = scaled * inverse * inverse
             field = x * weights.sum(-1, keepdim=True) - weights @ y
-        return self._damping_correction(positions, mm_positions, charges, distances, potential, field, box)
+        close = (squared.detach() < self.short_range * self.short_range).nonzero()
+        return self._damping_correction(positions, mm_positions, charges, close, potential, field, box)
 
     def _damping_correction(
         self,
         positions: torch.Tensor,
         mm_positions: torch.Tensor,
         charges: torch.Tensor,
-        distances: torch.Tensor,
+        close: torch.Tensor,
         potential: torch.Tensor,
         field: torch.Tensor,
         box: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """erf damping where it differs from 1/r above round-off (sparse: few pairs are that close)."""
-        close = (distances.detach() < self.short_range).nonzero()
+        """erf damping for the ``close`` pairs [C, 3] (b, a, m), where it differs from 1/r above round-off."""
         if close.shape[0] == 0:
             return potential, field
         b, a, m = close[:, 0], close[:, 1], close[:, 2]
