@@ -68,9 +68,8 @@ def embedding_environment(
     cutoff, switch_width
         Group cutoff and the width of the switch below it, nm.
     mm_images
-        Optional [A, 3] nm: each atom already at its image next to the region (:func:`nearby_candidates`);
-        the [A, N] minimum images are then not taken. Same result wherever that image is the minimum image
-        for every atom within ``cutoff`` of the region.
+        Optional [A, 3] nm (with ``box``): each atom at an image near the region (:func:`nearby_candidates`);
+        the [A, N] minimum images are then taken only for the pairs outside the reduced cell. Same result.
     """
     with torch.no_grad():  # selection, shifts and weights of the molecules that are fully in or out
         if mm_images is None:
@@ -79,8 +78,7 @@ def embedding_environment(
             atom_min, nearest = torch.linalg.norm(wrapped, dim=-1).min(dim=1)
             shifts = (wrapped - raw)[torch.arange(len(mm_positions)), nearest]  # a lattice vector per atom
         else:
-            atom_min = torch.cdist(mm_images, region_positions.detach()).min(dim=1).values
-            shifts = mm_images - mm_positions.detach()
+            atom_min, shifts = _from_images(region_positions.detach(), mm_positions.detach(), mm_images, box)
         molecules = int(molecule_index.max()) + 1 if molecule_index.numel() else 0
         molecule_min = torch.full((molecules,), float("inf"), dtype=atom_min.dtype)
         molecule_min = molecule_min.scatter_reduce(0, molecule_index, atom_min, reduce="amin", include_self=True)
@@ -106,6 +104,26 @@ def embedding_environment(
         shell_min = shell_min.scatter_reduce(0, shell_molecules, shell_atom_min, reduce="amin", include_self=True)
         weights = weights.index_put((shell,), molecule_switch(shell_min[shell_molecules], cutoff, switch_width))
     return imaged, mm_charges.index_select(0, keep) * weights, keep
+
+
+def _from_images(
+    region: torch.Tensor, mm_positions: torch.Tensor, mm_images: torch.Tensor, box: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Closest-region-atom distance [A] and lattice shift [A, 3] of each atom, from images near the region.
+
+    The minimum image of a displacement depends only on its lattice coset and returns the coset's member in the
+    reduced cell ``|d_k| <= box[k, k] / 2``; a pair already there needs no rounding, so only the others are imaged.
+    """
+    if box is None:
+        raise ValueError("mm_images needs the periodic box")
+    pairs = mm_images.unsqueeze(1) - region.unsqueeze(0)  # [A, N, 3]
+    outside = (pairs.abs() > 0.5 * torch.diagonal(box)).any(dim=-1)
+    if bool(outside.any()):
+        pairs = pairs.clone()
+        pairs[outside] = minimum_image(pairs[outside], box)
+    atom_min, nearest = torch.linalg.norm(pairs, dim=-1).min(dim=1)
+    rows = torch.arange(len(mm_positions))
+    return atom_min, pairs[rows, nearest] + region[nearest] - mm_positions
 
 
 def covering_spheres(region: np.ndarray, radius_nm: float = COVER_RADIUS_NM) -> tuple[np.ndarray, np.ndarray]:
@@ -147,7 +165,7 @@ def nearby_candidates(
     cutoff: float,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Sorted indices [K] of the MM atoms of every molecule that may have an atom within ``cutoff`` of the region,
-    and each one's image [K, 3] nm next to the region (None without a box or when the pre-filter falls back).
+    and each one's image [K, 3] nm next to the region's centroid (None without a box).
 
     A superset of the molecules :func:`embedding_environment` keeps, with all their atoms, so calling it on
     these atoms only (with the images as ``mm_images``) gives the same selection, images and weights.
@@ -172,8 +190,8 @@ def nearby_candidates(
     Under periodic boundaries the pre-filter is exact when the cutoff plus the region's extent around its
     centroid is below half the smallest box width (:func:`box_width`): an atom then has at most one image
     that close, and it lies in the reduced cell where the minimum image finds it. A larger region falls back
-    to all atoms. The images are the minimum images relative to the centroid: for every atom within
-    ``cutoff`` of a region atom, the one the minimum image relative to that atom finds.
+    to all atoms. The images are the minimum images relative to the centroid (``mm_images`` of
+    :func:`embedding_environment`).
     """
     if len(mm_positions) == 0:
         return np.zeros(0, dtype=np.int64), None
@@ -186,9 +204,9 @@ def nearby_candidates(
     reach = extent + cutoff + 1e-9
     to_centroid = mm_positions - centroid
     if box is not None:
-        if reach >= 0.5 * box_width(box):
-            return np.arange(len(mm_positions)), None
         to_centroid = minimum_image_np(to_centroid, box)
+        if reach >= 0.5 * box_width(box):
+            return np.arange(len(mm_positions)), centroid + to_centroid
     near = np.flatnonzero(np.einsum("ij,ij->i", to_centroid, to_centroid) < reach * reach)
     if len(centres) > 1:  # keep the atoms near one of the covering spheres
         offsets = to_centroid[near, None, :] + (centroid - centres)[None, :, :]

@@ -99,6 +99,20 @@ def test_same_selection_as_brute_force(seed, triclinic, elongated):
     assert len(subset) < 0.5 * len(whole)  # the expensive step saw a fraction of the system
 
 
+@pytest.mark.parametrize("triclinic", [False, True], ids=["rectangular", "triclinic"])
+def test_small_box_fallback_matches_brute_force(triclinic):
+    """Cutoff + region extent above half the box width (every atom a candidate, pairs imaged one by one)."""
+    rng = np.random.default_rng(4)
+    box = reduced_box(rng, 2.6, triclinic)
+    region, whole, wrapped, charges, molecules = random_system(rng, box, 350, elongated=False)
+    reference = brute_force(region, whole, charges, molecules, box)
+    _, imaged, switched, kept, subset = searched(region, wrapped, charges, molecules, box)
+    assert len(subset) == len(whole)
+    np.testing.assert_array_equal(kept, reference[2])
+    np.testing.assert_allclose(switched, reference[1], atol=1e-12)
+    np.testing.assert_allclose(imaged, reference[0], atol=1e-9)
+
+
 def test_non_periodic_selection_matches():
     rng = np.random.default_rng(5)
     region, whole, _, charges, molecules = random_system(rng, np.eye(3) * 5.0, 1500, elongated=False)
