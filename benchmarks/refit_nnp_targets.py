@@ -28,7 +28,7 @@ reason for every refit that misses it.
 
 Run: ``nice .venv/bin/python benchmarks/refit_nnp_targets.py``: the 26 scan passes took 114 worker-minutes
 (about an hour of wall time with 2 worker processes on this session's heavily shared 2 cores) and are cached
-in ``benchmarks/data/refit_nnp_targets/``; the fits with leave-one-out take 2-3 minutes; writes
+in ``benchmarks/data/refit_nnp_targets/``; the fits with leave-one-out take under a minute; writes
 ``benchmarks/results/refit_nnp_targets.json`` and one PNG per profile in ``benchmarks/results/refit_plots/``.
 """
 
