@@ -166,9 +166,9 @@ def estimate_memory(system: openmm.System, n_replicas: int, limit_gb: float | No
 
 
 def _model_file_bytes(force: openmm.PythonForce) -> int:
-    from biomol_nnp.sampling.rest2 import python_force_callback
+    from biomol_nnp.openmm.backend import force_callback
 
-    callback = python_force_callback(force)
+    callback = force_callback(force)
     inner = getattr(callback, "embedded", callback)
     path = getattr(inner, "model_path", None)
     return os.path.getsize(path) if path and os.path.isfile(path) else 0

@@ -33,17 +33,14 @@ from __future__ import annotations
 import copy
 import logging
 import math
-import pickle
-import xml.etree.ElementTree as ET
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 import openmm
 import openmm.unit as u
 
 from biomol_nnp.exceptions import InputError
-from biomol_nnp.openmm.backend import ModelForceCallback
+from biomol_nnp.openmm.backend import ModelForceCallback, force_callback
 
 logger = logging.getLogger(__name__)
 
@@ -185,12 +182,6 @@ def _warn_cmap(force: openmm.CMAPTorsionForce, atoms: set[int]) -> None:
         )
 
 
-def python_force_callback(force: openmm.PythonForce) -> Any:
-    """The computation object of a PythonForce (unpickled from its XML serialization)."""
-    element = ET.fromstring(openmm.XmlSerializer.serialize(force))
-    return pickle.loads(bytes.fromhex(element.attrib["function"]))  # noqa: S301 - our own System's force
-
-
 def _contains_python_force(force: openmm.CustomCVForce) -> bool:
     return any(
         isinstance(force.getCollectiveVariable(i), openmm.PythonForce) for i in range(force.getNumCollectiveVariables())
@@ -198,7 +189,7 @@ def _contains_python_force(force: openmm.CustomCVForce) -> bool:
 
 
 def _scale_python_force(force: openmm.PythonForce, atoms: set[int], system: openmm.System) -> openmm.PythonForce:
-    callback = python_force_callback(force)
+    callback = force_callback(force)
     if not isinstance(callback, ModelForceCallback):
         raise InputError(
             f"PythonForce {force.getName()!r} runs a {type(callback).__name__}; REST2 can scale the biomol-nnp model "

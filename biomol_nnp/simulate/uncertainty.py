@@ -159,17 +159,6 @@ def ensemble_uncertainty(
     return energy_std, float(per_atom.max()) if per_atom.size else 0.0
 
 
-def _computation(force: Any) -> Any:
-    """The computation object of an ``openmm.PythonForce`` (unpickled from its XML serialization)."""
-    import pickle
-    import xml.etree.ElementTree as ElementTree
-
-    import openmm
-
-    function = ElementTree.fromstring(openmm.XmlSerializer.serialize(force)).get("function", "")
-    return pickle.loads(bytes.fromhex(function)) if function else None  # noqa: S301  (a force of this System)
-
-
 @dataclasses.dataclass
 class MonitorValues:
     """What :class:`ModelMonitor` measures on one frame.
@@ -221,9 +210,9 @@ class ModelMonitor:
     def __init__(self, system: Any, uncertainty: bool = True) -> None:
         import openmm
 
-        from biomol_nnp.openmm.backend import ModelForceCallback
+        from biomol_nnp.openmm.backend import ModelForceCallback, force_callback
 
-        callbacks = [_computation(force) for force in system.getForces() if isinstance(force, openmm.PythonForce)]
+        callbacks = [force_callback(force) for force in system.getForces() if isinstance(force, openmm.PythonForce)]
         models = [c for c in callbacks if isinstance(c, ModelForceCallback)]
         if len(models) != 1:
             raise InputError(
