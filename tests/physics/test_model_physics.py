@@ -88,56 +88,6 @@ def test_metadata_inside_file(model_file):
     assert metadata["ensemble_size"] == 3
 
 
-def test_forces_match_finite_differences(model, geometry):
-    positions, mm_positions, mm_charges = geometry
-    x = positions.clone().requires_grad_(True)
-    y = mm_positions.clone().requires_grad_(True)
-    (grad_x, grad_y) = torch.autograd.grad(energy(model, x, y, mm_charges), (x, y))
-    step = 1e-5
-    for tensor, grad, other in ((positions, grad_x, "region"), (mm_positions, grad_y, "mm")):
-        for atom, axis in [(0, 0), (3, 1), (len(tensor) - 1, 2)]:
-            plus, minus = tensor.clone(), tensor.clone()
-            plus[atom, axis] += step
-            minus[atom, axis] -= step
-            if other == "region":
-                e_plus, e_minus = (
-                    energy(model, plus, mm_positions, mm_charges),
-                    energy(model, minus, mm_positions, mm_charges),
-                )
-            else:
-                e_plus, e_minus = (
-                    energy(model, positions, plus, mm_charges),
-                    energy(model, positions, minus, mm_charges),
-                )
-            numeric = float(e_plus - e_minus) / (2 * step)
-            assert numeric == pytest.approx(float(grad[atom, axis]), rel=1e-5, abs=1e-4)
-
-
-def test_rotation_translation_invariance(model, geometry):
-    positions, mm_positions, mm_charges = geometry
-    reference = energy(model, positions, mm_positions, mm_charges)
-    rotation = random_rotation(1)
-    shift = torch.tensor([0.7, -1.3, 2.1], dtype=torch.float64)
-    moved = energy(model, positions @ rotation.T + shift, mm_positions @ rotation.T + shift, mm_charges)
-    assert float(moved) == pytest.approx(float(reference), abs=1e-7)
-
-
-def test_permutation_of_same_elements(model, geometry):
-    positions, _, _ = geometry
-    reference = energy(model, positions)
-    order = torch.arange(len(ATOMIC_NUMBERS))
-    order[[1, 2, 3, 7, 9]] = torch.tensor([9, 7, 1, 3, 2])  # shuffle the hydrogens
-    assert torch.equal(ATOMIC_NUMBERS[order], ATOMIC_NUMBERS)
-    assert float(energy(model, positions[order])) == pytest.approx(float(reference), abs=1e-7)
-
-
-def test_charges_sum_to_total_charge(model, geometry):
-    positions, _, _ = geometry
-    for total in (-1.0, 0.0, 1.0):
-        charges = model.charges(positions, ATOMIC_NUMBERS, torch.tensor(total))
-        assert float(charges.sum()) == pytest.approx(total, abs=1e-10)
-
-
 def test_zero_mm_charges_give_vacuum_energy(model, geometry):
     positions, mm_positions, mm_charges = geometry
     vacuum = energy(model, positions)
@@ -222,14 +172,6 @@ def test_ensemble_mean_and_spread(model, geometry):
     assert float(mean) == pytest.approx(float(members.mean()))
     assert float(std) == pytest.approx(float(members.std(unbiased=False)))
     assert float(std) > 0
-
-
-def test_size_extensive_beyond_cutoff(model, geometry):
-    positions, _, _ = geometry
-    single = float(energy(model, positions))
-    apart = torch.cat([positions, positions + torch.tensor([5.0, 0.0, 0.0], dtype=torch.float64)])
-    double = float(energy(model, apart, numbers=torch.cat([ATOMIC_NUMBERS, ATOMIC_NUMBERS])))
-    assert double == pytest.approx(2 * single, abs=1e-6)
 
 
 # ---- the reusable battery (tests/physics/model_battery.py) for every architecture and dtype ----
