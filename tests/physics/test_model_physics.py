@@ -73,12 +73,6 @@ def energy(model, positions, mm_positions=None, mm_charges=None, box=NO_BOX, num
     return model(positions, numbers, torch.tensor(0.0), mm_positions, mm_charges, box)
 
 
-def random_rotation(seed):
-    q, r = np.linalg.qr(np.random.default_rng(seed).normal(size=(3, 3)))
-    q = q * np.sign(np.diag(r))
-    return torch.tensor(q if np.linalg.det(q) > 0 else -q)
-
-
 def test_metadata_inside_file(model_file):
     extra = {"metadata.json": ""}
     torch.jit.load(str(model_file), _extra_files=extra)
