@@ -198,7 +198,7 @@ def test_merged_member_equals_the_member_trained_alone(samples, architecture):
         torch.from_numpy(sample.mm_charges),
         torch.zeros(0, 3, dtype=torch.float64),
     )
-    merged_energies = result.model.ensemble_energies(*inputs)
+    merged_energies = result.model.ensemble_energies(*inputs).detach()
     assert merged_energies.shape == (2,)
-    assert float(merged_energies[1]) == pytest.approx(float(single.ensemble_energies(*inputs)[0]), abs=1e-9)
+    assert float(merged_energies[1]) == pytest.approx(float(single.ensemble_energies(*inputs).detach()[0]), abs=1e-9)
     assert float(merged_energies[0]) != pytest.approx(float(merged_energies[1]), abs=1e-6)
