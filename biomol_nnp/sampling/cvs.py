@@ -16,6 +16,7 @@ import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import openmm
 
@@ -134,3 +135,20 @@ def spans_circle(cv: CVSettings) -> bool:
     """A torsion whose range is the whole circle (a periodic bias grid); a partial torsion range is not."""
     low, high = cv_range(cv)
     return cv.periodic and high - low > 2.0 * math.pi - 1e-6
+
+
+def bias_variables(cvs: Sequence[CVSettings], pdb: str | os.PathLike, sampled: Any) -> list[Any]:
+    """``openmm.app.BiasVariable`` of each CV: atoms checked, periodic only for a full-circle torsion,
+    grid checked against the Gaussian width (``metadynamics.grid_points``)."""
+    from openmm.app import BiasVariable
+
+    from biomol_nnp.sampling.metadynamics import grid_points
+
+    periodic_box = sampled.topology.getPeriodicBoxVectors() is not None
+    variables = []
+    for cv in cvs:
+        atoms = resolve_atoms(cv, pdb, sampled.system.getNumParticles())
+        low, high = cv_range(cv)
+        force = cv_force(cv, atoms, periodic_box)
+        variables.append(BiasVariable(force, low, high, cv.width, spans_circle(cv), grid_points(cv, low, high)))
+    return variables

@@ -136,18 +136,9 @@ def check_settings(settings: MetadynamicsSettings) -> None:
 
 
 def _bias_variables(settings: MetadynamicsSettings, sampled: Any) -> list[Any]:
-    from openmm.app import BiasVariable
+    from biomol_nnp.sampling.cvs import bias_variables
 
-    from biomol_nnp.sampling.cvs import cv_force, cv_range, resolve_atoms, spans_circle
-
-    periodic_box = sampled.topology.getPeriodicBoxVectors() is not None
-    variables = []
-    for cv in settings.cvs:
-        atoms = resolve_atoms(cv, settings.system.pdb, sampled.system.getNumParticles())
-        low, high = cv_range(cv)
-        force = cv_force(cv, atoms, periodic_box)
-        variables.append(BiasVariable(force, low, high, cv.width, spans_circle(cv), grid_points(cv, low, high)))
-    return variables
+    return bias_variables(settings.cvs, settings.system.pdb, sampled)
 
 
 def _walker_dir(output: Path, walker: int) -> Path:

@@ -62,19 +62,9 @@ def check_settings(settings: OpesSettings) -> None:
 
 def bias_variables(settings: OpesSettings, sampled: Any) -> list[Any]:
     """``openmm.app.BiasVariable`` of each CV (atoms checked, grid as for metadynamics)."""
-    from openmm.app import BiasVariable
+    from biomol_nnp.sampling import cvs
 
-    from biomol_nnp.sampling.cvs import cv_force, cv_range, resolve_atoms
-    from biomol_nnp.sampling.metadynamics import grid_points
-
-    periodic_box = sampled.topology.getPeriodicBoxVectors() is not None
-    variables = []
-    for cv in settings.cvs:
-        atoms = resolve_atoms(cv, settings.system.pdb, sampled.system.getNumParticles())
-        low, high = cv_range(cv)
-        force = cv_force(cv, atoms, periodic_box)
-        variables.append(BiasVariable(force, low, high, cv.width, cv.periodic, grid_points(cv, low, high)))
-    return variables
+    return cvs.bias_variables(settings.cvs, settings.system.pdb, sampled)
 
 
 def _steps_done(folder: Path) -> int:
