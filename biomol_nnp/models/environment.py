@@ -189,8 +189,11 @@ def nearby_candidates(
     -----
     Under periodic boundaries the pre-filter is exact when the cutoff plus the region's extent around its
     centroid is below half the smallest box width (:func:`box_width`): an atom then has at most one image
-    that close, and it lies in the reduced cell where the minimum image finds it. A larger region falls back
-    to all atoms. The images are the minimum images relative to the centroid (``mm_images`` of
+    that close, and it lies in the reduced cell where the minimum image finds it. A larger region keeps, in a
+    rectangular box, the atoms whose minimum image (there the shortest of all images) is within the reach of
+    the centroid (still exact: an atom beyond it has no image within ``cutoff`` of any region atom; the pairs
+    whose image is not the nearest are imaged one by one downstream); in a triclinic box it falls back to all
+    atoms. The images are the minimum images relative to the centroid (``mm_images`` of
     :func:`embedding_environment`).
     """
     if len(mm_positions) == 0:
@@ -203,12 +206,14 @@ def nearby_candidates(
     )
     reach = extent + cutoff + 1e-9
     to_centroid = mm_positions - centroid
+    small_box = False
     if box is not None:
         to_centroid = minimum_image_np(to_centroid, box)
-        if reach >= 0.5 * box_width(box):
+        small_box = reach >= 0.5 * box_width(box)
+        if small_box and np.count_nonzero(box - np.diag(np.diagonal(box))):  # triclinic: every atom
             return np.arange(len(mm_positions)), centroid + to_centroid
     near = np.flatnonzero(np.einsum("ij,ij->i", to_centroid, to_centroid) < reach * reach)
-    if len(centres) > 1:  # keep the atoms near one of the covering spheres
+    if len(centres) > 1 and not small_box:  # keep the atoms near one of the covering spheres
         offsets = to_centroid[near, None, :] + (centroid - centres)[None, :, :]
         inside = (np.einsum("ksj,ksj->ks", offsets, offsets) < (radii + cutoff + 1e-9) ** 2).any(axis=1)
         near = near[inside]

@@ -107,7 +107,8 @@ def test_small_box_fallback_matches_brute_force(triclinic):
     region, whole, wrapped, charges, molecules = random_system(rng, box, 350, elongated=False)
     reference = brute_force(region, whole, charges, molecules, box)
     _, imaged, switched, kept, subset = searched(region, wrapped, charges, molecules, box)
-    assert len(subset) == len(whole)
+    # triclinic: every atom a candidate; rectangular: only atoms whose minimum image is within reach
+    assert len(subset) == len(whole) if triclinic else len(subset) < len(whole)
     np.testing.assert_array_equal(kept, reference[2])
     np.testing.assert_allclose(switched, reference[1], atol=1e-12)
     np.testing.assert_allclose(imaged, reference[0], atol=1e-9)
@@ -142,7 +143,18 @@ def test_region_too_large_for_the_box_falls_back_to_all_atoms():
     region = np.array([[0.0, 0.0, 0.0], [0.3, 0.0, 0.0]])
     positions = np.random.default_rng(0).uniform(0, 2.5, size=(50, 3))
     assert box_width(box) == pytest.approx(2.5)
-    np.testing.assert_array_equal(candidate_atoms(region, positions, np.arange(50), box, CUTOFF), np.arange(50))
+    triclinic = box + np.array([[0.0, 0.0, 0.0], [0.5, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    np.testing.assert_array_equal(candidate_atoms(region, positions, np.arange(50), triclinic, CUTOFF), np.arange(50))
+    # rectangular: every atom with an image within the cutoff of a region atom, and none beyond the reach of the
+    # centroid (cutoff + 0.45 nm: the covering sphere of radius 0.3 nm is centred 0.15 nm from the centroid)
+    shifts = np.array([[i, j, k] for i in (-1, 0, 1) for j in (-1, 0, 1) for k in (-1, 0, 1)]) @ box
+    images = positions[:, None, :] + shifts[None, :, :]
+    to_region = np.linalg.norm(images[:, :, None, :] - region[None, None, :, :], axis=-1)
+    needed = set(np.flatnonzero((to_region < CUTOFF).any(axis=(1, 2))))
+    reachable = set(np.flatnonzero((np.linalg.norm(images - region.mean(axis=0), axis=-1) < CUTOFF + 0.45).any(1)))
+    candidates = set(candidate_atoms(region, positions, np.arange(50), box, CUTOFF))
+    assert needed <= candidates <= reachable
+    assert len(candidates) < 50
 
 
 def test_covering_spheres_contain_every_atom():
