@@ -1,7 +1,8 @@
 """The end-to-end path: sample -> label -> train -> NNP/MM MD -> torsion refit -> summary.json.
 
 Each stage writes its outputs into one folder and is skipped on a rerun when its output is
-already complete (``resume=True``), so an interrupted demo continues where it stopped.
+already complete (``resume=True``), so an interrupted demo continues where it stopped; an interrupted
+training continues from the member checkpoints in ``model/checkpoints``.
 
 >>> summary = run_pipeline(PipelineSettings(), Path("demo_output"))  # doctest: +SKIP
 """
@@ -220,7 +221,7 @@ def run_pipeline(
         lambda: {**sample_and_label(settings, labels_path, progress), "path": str(labels_path)},
     )
     trained = stage(
-        "train", model_dir / "model.pt", lambda: train_and_export(settings, labels_path, model_dir, progress)
+        "train", model_dir / "model.pt", lambda: train_and_export(settings, labels_path, model_dir, progress, resume)
     )
     summary["model"] = {
         "path": trained["model"],

@@ -3,8 +3,8 @@
 The deployed ``model.pt`` is TorchScript with the model settings in its metadata, so
 :func:`load_ensemble` rebuilds the trainable :class:`~biomol_nnp.models.ani.NNPEnsemble` with the same
 weights, self energies and feature standardisation. :func:`finetune` continues training on all the labels
-(split by trajectory as the trainer does, the best epoch on the held-out loss kept) with the trainer's
-loss; only the core-repulsion onsets move, down to the shortest contacts of the new data.
+in the trainer's loop (split by trajectory as the trainer does, the best epoch on the held-out loss kept,
+the starting weights included); only the core-repulsion onsets move, down to the shortest contacts of the new data.
 
 >>> model, model_settings, metadata = load_ensemble("model.pt")  # doctest: +SKIP
 >>> outcome = finetune(model, samples, model_settings, TrainSettings(), epochs=20, learning_rate=1e-3)  # doctest: +SKIP
@@ -12,7 +12,6 @@ loss; only the core-repulsion onsets move, down to the shortest contacts of the 
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 import time
@@ -28,14 +27,9 @@ from biomol_nnp.config import ModelSettings, TrainSettings
 from biomol_nnp.exceptions import ModelFileError
 from biomol_nnp.models.ani import NNPEnsemble, build_ensemble
 from biomol_nnp.qm.labels import LabeledConfiguration
-from biomol_nnp.train.data import TrainingSample, collate
-from biomol_nnp.train.trainer import (
-    FORCE_KJ_NM_TO_KCAL_A,
-    LossFunction,
-    evaluate,
-    set_repulsion_onsets,
-    split_samples,
-)
+from biomol_nnp.train.data import TrainingSample
+from biomol_nnp.train.initialise import set_repulsion_onsets
+from biomol_nnp.train.trainer import FORCE_KJ_NM_TO_KCAL_A, evaluate, split_samples, train_member
 from biomol_nnp.units import KJ_TO_KCAL
 
 logger = logging.getLogger(__name__)
@@ -86,54 +80,37 @@ def finetune(
     epochs: int,
     learning_rate: float,
 ) -> FinetuneResult:
-    """Continue training ``model`` on ``samples`` for ``epochs`` (Adam, cosine-annealed from ``learning_rate``).
+    """Continue training ``model`` on ``samples`` for ``epochs`` starting at ``learning_rate``.
 
-    The splits (whole test trajectories, random validation frames: :func:`~biomol_nnp.train.trainer.split_samples`),
-    loss, batch size and dtype are the trainer's; the state with the best validation loss is kept (the
-    starting weights included), so retraining never returns a model worse on the validation frames.
+    The trainer's loop does the work (:func:`~biomol_nnp.train.trainer.train_member` with the model as
+    its warm start, all members together): its splits (whole test trajectories, random validation
+    frames: :func:`~biomol_nnp.train.trainer.split_samples`), loss, batch size, dtype, learning-rate
+    schedule and early stopping. The state with the best validation loss is kept, the starting weights
+    included, so retraining never returns a model worse on the validation frames.
     """
-    dtype = torch.float32 if settings.dtype == "float32" else torch.float64
     train, validation, test = split_samples(samples, settings)
     previous_onsets = model.repulsion_onset.clone()
     set_repulsion_onsets(model, train, model_settings.elements)
     model.repulsion_onset.copy_(torch.minimum(previous_onsets, model.repulsion_onset))
-    model = model.to(dtype)
-    loss_fn = LossFunction(train, settings, model.self_energies.double().numpy(), model_settings.elements)
-    optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs, learning_rate / 20)
-    rng = np.random.default_rng(settings.seed)
-    validation_batch = collate(validation, dtype)
-
-    def validation_loss() -> float:
-        return float(loss_fn(model, validation_batch, create_graph=False).detach())
-
-    best_loss, best_state, history = validation_loss(), copy.deepcopy(model.state_dict()), []
+    warm = settings.model_copy(update={"epochs": epochs, "learning_rate": learning_rate})
     started = time.perf_counter()
-    for epoch in range(epochs):
-        model.train()
-        order = rng.permutation(len(train))
-        epoch_loss = 0.0
-        for start in range(0, len(train), settings.batch_size):
-            batch = collate([train[i] for i in order[start : start + settings.batch_size]], dtype)
-            optimizer.zero_grad()
-            loss = loss_fn(model, batch)
-            loss.backward()
-            optimizer.step()
-            epoch_loss += float(loss.detach()) * len(batch.energy) / len(train)
-        scheduler.step()
-        history.append({"epoch": epoch + 1, "train_loss": epoch_loss, "validation_loss": validation_loss()})
-        if history[-1]["validation_loss"] < best_loss:
-            best_loss, best_state = history[-1]["validation_loss"], copy.deepcopy(model.state_dict())
-    model.load_state_dict(best_state)
+    result = train_member(train, validation, model_settings, warm, 0, start_model=model)
+    model.load_state_dict(result.state)
     model = model.double().eval()
     metrics = {name: evaluate(model, split, torch.float64) for name, split in (("train", train), ("test", test))}
     metrics["training"] = {
         "seconds": time.perf_counter() - started,
         "epochs": float(epochs),
-        "best_validation_loss": best_loss,
+        "epochs_run": float(len(result.history)),
+        "best_validation_loss": result.best_loss,
     }
-    logger.info("warm-started retraining: %d epochs on %d configurations, test %s", epochs, len(train), metrics["test"])
-    return FinetuneResult(model=model, metrics=metrics, history=history)
+    logger.info(
+        "warm-started retraining: %d epochs on %d configurations, test %s",
+        len(result.history),
+        len(train),
+        metrics["test"],
+    )
+    return FinetuneResult(model=model, metrics=metrics, history=result.history)
 
 
 def export_ensemble(

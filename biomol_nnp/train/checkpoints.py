@@ -55,6 +55,15 @@ def samples_hash(samples: Sequence[TrainingSample]) -> str:
     return digest.hexdigest()
 
 
+def state_hash(state: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of a ``state_dict`` (names and float64 values, in order): the weights a warm start begins from."""
+    digest = hashlib.sha256()
+    for name, tensor in state.items():
+        digest.update(name.encode())
+        digest.update(np.ascontiguousarray(tensor.detach().double().numpy(), dtype="<f8").tobytes())
+    return digest.hexdigest()
+
+
 def fingerprint(model_settings: ModelSettings, settings: TrainSettings, member: int, data_hash: str) -> str:
     """JSON of everything a checkpoint must agree with to be resumed: settings, member and data."""
     train = settings.model_dump(mode="json", exclude=set(RUN_ONLY_SETTINGS))

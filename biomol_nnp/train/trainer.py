@@ -36,6 +36,7 @@ from biomol_nnp.train.checkpoints import (
     restore_numpy_rng,
     samples_hash,
     save_checkpoint,
+    state_hash,
 )
 from biomol_nnp.train.data import (
     Batch,
@@ -44,11 +45,7 @@ from biomol_nnp.train.data import (
     split_by_trajectory,
     split_validation,
 )
-from biomol_nnp.train.initialise import (  # noqa: F401 - set_repulsion_onsets re-exported for biomol_nnp.active
-    initialise,
-    residual_energies_per_atom,
-    set_repulsion_onsets,
-)
+from biomol_nnp.train.initialise import initialise, residual_energies_per_atom
 from biomol_nnp.train.validation import check_weights, validate_samples, validate_split
 from biomol_nnp.units import ANGSTROM_TO_NM, KJ_TO_KCAL
 
@@ -260,7 +257,12 @@ def torch_threads(count: int) -> Iterator[None]:
 
 
 class MemberRun:
-    """The state of one member's training loop, saved to and restored from a checkpoint."""
+    """The state of one member's training loop, saved to and restored from a checkpoint.
+
+    With ``start_model`` the run continues training that model (moved to the training dtype in place)
+    instead of a freshly initialised member, and its starting weights are the first candidate for the
+    best state: a run that only makes the validation loss worse returns them unchanged.
+    """
 
     def __init__(
         self,
@@ -269,20 +271,29 @@ class MemberRun:
         model_settings: ModelSettings,
         settings: TrainSettings,
         member: int,
+        start_model: EnsembleModel | None = None,
     ) -> None:
         own = member_settings(settings, member)
         self.settings, self.member, self.train = settings, member, list(train)
         self.dtype = torch.float32 if settings.dtype == "float32" else torch.float64
-        model, _ = initialise(self.train, model_settings, own)
+        model = initialise(self.train, model_settings, own)[0] if start_model is None else start_model
         self.model = model.to(self.dtype)
         self.loss_fn = LossFunction(train, settings, self.model.self_energies.double().numpy(), model_settings.elements)
         self.optimizer, self.scheduler = make_optimizer(self.model, settings)
         self.rng = np.random.default_rng(own.seed)
         self.validation_batch = collate(validation, self.dtype)
         self.epoch, self.stale, self.seconds = 0, 0, 0.0
-        self.best_loss, self.best_state = float("inf"), copy.deepcopy(self.model.state_dict())
+        self.best_loss = float("inf") if start_model is None else self.validation_loss()
+        self.best_state = copy.deepcopy(self.model.state_dict())
         self.history: list[dict[str, float]] = []
-        self.fingerprint = fingerprint(model_settings, settings, member, samples_hash([*train, *validation]))
+        data = samples_hash([*train, *validation])
+        if start_model is not None:
+            data += ":" + state_hash(self.best_state)
+        self.fingerprint = fingerprint(model_settings, settings, member, data)
+
+    def validation_loss(self) -> float:
+        """The loss of the current weights on the validation set."""
+        return float(self.loss_fn(self.model, self.validation_batch, create_graph=False).detach())
 
     @property
     def finished(self) -> bool:
@@ -304,7 +315,7 @@ class MemberRun:
             loss.backward()
             self.optimizer.step()
             epoch_loss += float(loss.detach()) * len(batch.energy) / len(self.train)
-        validation_loss = float(self.loss_fn(self.model, self.validation_batch, create_graph=False).detach())
+        validation_loss = self.validation_loss()
         learning_rate = float(self.optimizer.param_groups[0]["lr"])
         if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             self.scheduler.step(validation_loss)
@@ -378,6 +389,7 @@ def train_member(
     checkpoint_dir: str | os.PathLike | None = None,
     resume: bool = False,
     progress: Callable[[int, float], None] | None = None,
+    start_model: EnsembleModel | None = None,
 ) -> MemberResult:
     """Train ensemble member ``member`` alone (seed ``settings.seed + member``), single-threaded.
 
@@ -385,9 +397,11 @@ def train_member(
     ``checkpoint_dir`` a checkpoint is written every ``settings.checkpoint_interval`` epochs and when
     the member finishes; with ``resume`` the run continues from the checkpoint found there (a finished
     member is not trained again). ``progress(epoch, loss)`` is called after every epoch.
+    ``start_model`` warm-starts from a trained model (any number of members, trained together; see
+    :class:`MemberRun`); the result's ``state`` is then a state of that model.
     """
     with torch_threads(1):
-        run = MemberRun(train, validation, model_settings, settings, member)
+        run = MemberRun(train, validation, model_settings, settings, member, start_model)
         path = checkpoint_path(checkpoint_dir, member) if checkpoint_dir is not None else None
         if path is not None and resume:
             saved = load_checkpoint(path, run.fingerprint)

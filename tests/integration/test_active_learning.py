@@ -133,6 +133,7 @@ def test_kill_after_labelling_resumes_without_relabelling_and_crashed_walker_is_
     written = frames_file.stat().st_mtime_ns
 
     caplog.set_level("INFO", logger="biomol_nnp")
+    caplog.clear()  # only the rerun's log (an earlier CLI test may have left biomol_nnp at INFO)
     result = run_active_learning(settings, tmp_path / "run")
     assert "resuming" in caplog.text and "iteration 1: walkers" not in caplog.text
     assert LabelStore(tmp_path / "labels.h5").n_records == records  # no QM calculation repeated

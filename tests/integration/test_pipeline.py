@@ -1,6 +1,7 @@
 """The demo path end to end, in-process, on reduced settings: every stage runs for real."""
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -49,6 +50,19 @@ def test_rerun_reuses_finished_stages(demo_dir, caplog):
     assert main(["--no-progress", "demo", "--quick", "--output", str(demo_dir)]) == 0
     assert (demo_dir / "model" / "model.pt").stat().st_mtime_ns == before
     assert "train: reusing" in caplog.text
+
+
+def test_rerun_resumes_training_from_the_member_checkpoints(demo_dir, tmp_path, caplog):
+    # a kill after the members finished, before the export: the rerun trains nothing again
+    copy = tmp_path / "demo"
+    shutil.copytree(demo_dir, copy)
+    (copy / "model" / "model.pt").unlink()
+    caplog.set_level("INFO", logger="biomol_nnp")
+    caplog.clear()
+    assert main(["--no-progress", "demo", "--quick", "--output", str(copy)]) == 0
+    assert all(f"member {k}: resumed at epoch 2" in caplog.text for k in range(3))
+    before, after = (load_model(path / "model" / "model.pt")[0].state_dict() for path in (demo_dir, copy))
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
 
 
 def test_bad_settings_file_is_reported(tmp_path):

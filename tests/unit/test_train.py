@@ -1,5 +1,7 @@
 """Training pieces: reference energies, trajectory splits, padding, and a short fit that must improve."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -163,6 +165,26 @@ def test_early_stopping_and_plateau_schedule(samples):
         assert np.log2(settings.learning_rate / rates[k]) == pytest.approx(
             round(np.log2(settings.learning_rate / rates[k]))
         )
+
+
+def test_warm_start_keeps_the_start_unless_the_validation_loss_improves(samples):
+    settings = small_settings(epochs=3)
+    trained = train_ensemble(samples, SMALL_MODEL, settings)
+    start = {key: value.clone() for key, value in trained.model.state_dict().items()}
+    splits = (trained.train_samples, trained.validation_samples)
+
+    def warm(**changes):
+        own = settings.model_copy(update=changes)
+        return train_member(*splits, SMALL_MODEL, own, 0, start_model=copy.deepcopy(trained.model))
+
+    # far too large steps only make the validation loss worse: the starting weights come back unchanged
+    wild = warm(learning_rate=30.0)
+    assert len(wild.history) == 3 and min(h["validation_loss"] for h in wild.history) > wild.best_loss
+    assert wild.state.keys() == start.keys() and all(torch.equal(wild.state[k], start[k]) for k in start)
+    # small steps continue the descent: a later epoch beats the start and is the one kept
+    calm = warm(epochs=6)
+    assert calm.best_loss == min(h["validation_loss"] for h in calm.history) < wild.best_loss
+    assert not torch.equal(calm.state["members.1.networks.0.0.weight"], start["members.1.networks.0.0.weight"])
 
 
 def test_dask_members_equal_sequential_members(samples):
