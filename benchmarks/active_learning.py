@@ -56,14 +56,14 @@ def benchmark_settings() -> Any:
             "test_labels_path": DATA / "test_labels.h5",
             "walkers": 4,
             "walker_steps": 160,
-            "frame_interval": 20,
+            "frame_interval": 10,
             "minimize_iterations": 50,
             "force_std_threshold_kj_per_mol_nm": 40.0,  # replaced by calibrate_threshold() before the loop
             "target_uncertain_fraction": 0.0,  # always three iterations (the evidence asks for three)
-            "labels_per_iteration": 12,
+            "labels_per_iteration": 24,
             "max_iterations": 3,
-            "max_labels": 36,
-            "retrain_epochs": 30,
+            "max_labels": 72,
+            "retrain_epochs": 40,
             "retrain_learning_rate": 2e-3,
             "workers": 2,
         }
@@ -192,6 +192,7 @@ def main() -> None:
         else:
             threshold = calibrate_threshold(DATA / "initial_model" / "model.pt", DATA / "vacuum_labels.h5")
         settings.active.force_std_threshold_kj_per_mol_nm = threshold
+        settings.active.walker_stop_force_std_kj_per_mol_nm = 5 * threshold  # off the model's domain: stop
         logger.info("uncertainty threshold (median spread on the vacuum training frames): %.1f kJ/mol/nm", threshold)
         loop_started = time.perf_counter()
         settings.train.embedding_weight = 1.0  # solvated labels carry the embedding energy

@@ -403,6 +403,12 @@ class ActiveLearningSettings(Settings):
     target_uncertain_fraction: float = Field(
         0.05, ge=0, le=1, description="Stop when the fraction of uncertain frames of an iteration falls below this."
     )
+    walker_stop_force_std_kj_per_mol_nm: float | None = Field(
+        None,
+        gt=0,
+        description="A walker stops after the first frame whose max force std exceeds this, kJ/mol/nm (the frame "
+        "is kept as a candidate label; the model is off its domain and later frames are distorted); None: never.",
+    )
     labels_per_iteration: int = Field(8, ge=1, description="Most frames selected and labelled per iteration.")
     max_iterations: int = Field(3, ge=1, description="Most iterations (walkers, selection, labelling, retraining).")
     max_labels: int = Field(64, ge=1, description="Most frames labelled over the whole run.")

@@ -187,6 +187,17 @@ def _frames(
             module, config.positions, config.atomic_numbers, config.total_charge, config.mm_positions, config.mm_charges
         )
         yield config, energy_std, force_std
+        cap = settings.active.walker_stop_force_std_kj_per_mol_nm
+        if cap is not None and force_std > cap:
+            logger.info(
+                "walker %d of iteration %d stopped at frame %d: max force std %.0f > %.0f kJ/mol/nm",
+                walker,
+                iteration,
+                frame,
+                force_std,
+                cap,
+            )
+            return
 
 
 def run_walkers(

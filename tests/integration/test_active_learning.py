@@ -151,3 +151,15 @@ def test_kill_after_labelling_resumes_without_relabelling_and_crashed_walker_is_
     PipelineSettings().to_yaml(config)
     assert main(["--no-progress", "active-learn", str(config), "-o", str(tmp_path / "other")]) == 2
     assert "active.initial_model=None is not a file" in caplog.text
+
+
+def test_walker_stops_after_the_first_frame_beyond_the_hard_cap(initial, tmp_path):
+    from biomol_nnp.active.walkers import run_walker
+
+    settings = loop_settings(initial, tmp_path, workers=0)
+    settings.active.walker_stop_force_std_kj_per_mol_nm = 1e-3  # every frame is beyond it
+    capped = run_walker(settings, str(settings.active.initial_model), iteration=1, walker=0)
+    assert capped.error == "" and len(capped.configs) == 1 and capped.force_std[0] > 1e-3
+    settings.active.walker_stop_force_std_kj_per_mol_nm = None
+    full = run_walker(settings, str(settings.active.initial_model), iteration=1, walker=0)
+    assert len(full.configs) == 2 and full.force_std[0] == pytest.approx(capped.force_std[0])
