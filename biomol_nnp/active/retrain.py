@@ -23,11 +23,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from biomol_nnp.active.walkers import ACTIVE_SOURCE
 from biomol_nnp.config import ModelSettings, TrainSettings
 from biomol_nnp.exceptions import ModelFileError
 from biomol_nnp.models.ani import NNPEnsemble, build_ensemble
 from biomol_nnp.qm.labels import LabeledConfiguration
-from biomol_nnp.train.data import TrainingSample
+from biomol_nnp.train.data import TrainingSample, split_validation
 from biomol_nnp.train.initialise import set_repulsion_onsets
 from biomol_nnp.train.trainer import FORCE_KJ_NM_TO_KCAL_A, evaluate, split_samples, train_member
 from biomol_nnp.units import KJ_TO_KCAL
@@ -86,9 +87,11 @@ def finetune(
     its warm start, all members together): its splits (whole test trajectories, random validation
     frames: :func:`~biomol_nnp.train.trainer.split_samples`), loss, batch size, dtype, learning-rate
     schedule and early stopping. The state with the best validation loss is kept, the starting weights
-    included, so retraining never returns a model worse on the validation frames.
+    included, so retraining never returns a model worse on the validation frames. The test split is drawn
+    from the labels the loop started with only: every frame the loop labelled is trained on (a share of them,
+    at random, validates), since the loop bought them for the model's weak spots.
     """
-    train, validation, test = split_samples(samples, settings)
+    train, validation, test = split_active(samples, settings)
     previous_onsets = model.repulsion_onset.clone()
     set_repulsion_onsets(model, train, model_settings.elements)
     model.repulsion_onset.copy_(torch.minimum(previous_onsets, model.repulsion_onset))
@@ -111,6 +114,24 @@ def finetune(
         metrics["test"],
     )
     return FinetuneResult(model=model, metrics=metrics, history=result.history)
+
+
+def split_active(
+    samples: Sequence[TrainingSample], settings: TrainSettings
+) -> tuple[list[TrainingSample], list[TrainingSample], list[TrainingSample]]:
+    """(train, validation, test): the trainer's split of the starting labels; the loop's labels join train/validation.
+
+    Without at least 2 starting labels the trainer's split of all labels is used.
+    """
+    base = [s for s in samples if s.source != ACTIVE_SOURCE]
+    added = [s for s in samples if s.source == ACTIVE_SOURCE]
+    if len(base) < 2 or not added:
+        return split_samples(samples, settings)
+    train, validation, test = split_samples(base, settings)
+    if len(added) == 1:
+        return train + added, validation, test
+    more_train, more_validation = split_validation(added, settings.early_stopping_fraction, settings.seed)
+    return train + more_train, validation + more_validation, test
 
 
 def export_ensemble(

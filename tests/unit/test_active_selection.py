@@ -152,3 +152,41 @@ def test_held_out_errors_compare_model_with_embedded_labels(tmp_path):
     assert errors["configurations"] == 1.0
     shifted = LabeledConfiguration(**{**record.__dict__, "embedded_forces": record.embedded_forces + 4.184 * 10})
     assert held_out_errors(module, [shifted])["force_mae_kcal_per_mol_A"] == pytest.approx(1.0, rel=1e-5)
+
+
+def test_every_active_label_is_trained_on_and_the_test_split_holds_starting_labels_only():
+    from biomol_nnp.active.retrain import split_active
+    from biomol_nnp.active.walkers import ACTIVE_SOURCE
+    from biomol_nnp.config import TrainSettings
+    from biomol_nnp.train.data import TrainingSample
+
+    def sample(trajectory, source):
+        z = np.array([8, 1, 1])
+        return TrainingSample(
+            z,
+            np.zeros((3, 3)),
+            0.0,
+            0.0,
+            np.zeros((3, 3)),
+            np.zeros(3),
+            np.zeros((0, 3)),
+            np.zeros(0),
+            float("nan"),
+            trajectory,
+            source,
+            frame=trajectory,
+        )
+
+    base = [sample(t, "solvated") for t in range(10)]
+    added = [sample(1000 + t, ACTIVE_SOURCE) for t in range(8)]
+    train, validation, test = split_active(base + added, TrainSettings())
+    assert test and all(s.source != ACTIVE_SOURCE for s in test)
+    assert {id(s) for s in added} <= {id(s) for s in train + validation}
+    assert sorted(id(s) for s in train + validation + test) == sorted(id(s) for s in base + added)
+    assert any(s.source == ACTIVE_SOURCE for s in train)
+    # without active labels it is the trainer's split
+    from biomol_nnp.train.trainer import split_samples
+
+    assert [len(x) for x in split_active(base, TrainSettings())] == [
+        len(x) for x in split_samples(base, TrainSettings())
+    ]
