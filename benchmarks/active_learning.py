@@ -11,7 +11,7 @@ Reported per model (0 = initial): force MAE against GFN2-xTB/MM on the held-out 
 electrostatic embedding vs QM forces with the point charges) and the uncertain fraction of the walkers it drove.
 Target: >= 30 % lower held-out force MAE after three iterations.
 
-Run (about 6 min on 2 shared cores with the data cached, ~15 min more to build it; data cached in
+Run (about 4-6 min on 2 shared cores with the data cached, ~15 min more to build it; data cached in
 benchmarks/data/active_learning/):
 
     nice .venv/bin/python benchmarks/active_learning.py
