@@ -336,9 +336,9 @@ def _region(settings: ReplicaExchangeSettings, sampled: Any) -> list[int]:
         return select_region(settings.system.pdb, settings.rest2_region_selection)
     if sampled.ml_atoms:
         return list(sampled.ml_atoms)
-    from biomol_nnp.sampling.systems import _ml_atoms
+    from biomol_nnp.sampling.systems import region_atoms_of
 
-    return _ml_atoms(settings.system, sampled.topology)
+    return region_atoms_of(settings.system, sampled.topology)
 
 
 def run_replica_exchange(

@@ -134,7 +134,8 @@ def build_mm(settings: SamplingSystemSettings) -> tuple[app.Topology, openmm.Sys
     return pdb.topology, system, pdb.positions
 
 
-def _ml_atoms(settings: SamplingSystemSettings, topology: app.Topology) -> list[int]:
+def region_atoms_of(settings: SamplingSystemSettings, topology: app.Topology) -> list[int]:
+    """Atoms of the region the settings name: ``region_selection`` (MDAnalysis) or ``region_residues``."""
     if settings.region_selection:
         from biomol_nnp.prepare import select_region
 
@@ -173,7 +174,7 @@ def build_sampling_system(settings: SamplingSystemSettings) -> SampledSystem:
         return SampledSystem(topology, system, positions, settings.kind)
     from biomol_nnp.simulate.runner import create_mixed_system
 
-    ml_atoms = _ml_atoms(settings, topology)
+    ml_atoms = region_atoms_of(settings, topology)
     simulation = SimulationSettings(
         model_path=Path(str(settings.model_path)), embedding=settings.embedding, torch_threads=settings.torch_threads
     )
