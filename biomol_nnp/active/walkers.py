@@ -19,7 +19,6 @@ import logging
 import math
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ import numpy as np
 
 from biomol_nnp.config import PipelineSettings
 from biomol_nnp.qm.sampling import Configuration
+from biomol_nnp.train.trainer import torch_threads
 
 logger = logging.getLogger(__name__)
 
@@ -78,19 +78,6 @@ class WalkerResult:
         }
 
 
-@contextmanager
-def torch_threads(threads: int) -> Iterator[None]:
-    """Run the block with ``threads`` torch threads, restoring the previous number afterwards."""
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
 def walker_seed(base: int, iteration: int, walker: int) -> int:
     """Seed of walker ``walker`` in iteration ``iteration`` (never 0, which OpenMM reads as random)."""
     return (base + 1000 * iteration + walker) % (2**31 - 1) or 1
@@ -134,13 +121,12 @@ def _frames(
 ) -> Iterator[tuple[Configuration, float, float]]:
     """Run the walker's MD and yield (carved frame, energy std, max force std) every ``frame_interval`` steps."""
     import openmm
-    import openmm.app as app
     import openmm.unit as u
 
     from biomol_nnp.exceptions import SimulationError
     from biomol_nnp.models.export import load_model
     from biomol_nnp.qm.clusters import carve_region
-    from biomol_nnp.simulate.runner import build_mixed_system
+    from biomol_nnp.simulate.runner import build_mixed_system, langevin_simulation
     from biomol_nnp.simulate.uncertainty import ensemble_uncertainty
 
     simulation = settings.simulation.model_copy(update={"model_path": Path(model_path)})
@@ -151,18 +137,18 @@ def _frames(
     charges = np.array(
         [nonbonded.getParticleParameters(i)[0].value_in_unit(u.elementary_charge) for i in range(len(positions))]
     )
-    integrator = openmm.LangevinMiddleIntegrator(
-        simulation.temperature_k * u.kelvin,
-        simulation.friction_per_ps / u.picosecond,
-        simulation.timestep_fs * u.femtosecond,
+    sim = langevin_simulation(
+        topology,
+        mixed,
+        positions,
+        simulation.timestep_fs,
+        simulation.temperature_k,
+        simulation.friction_per_ps,
+        seed,
+        "CPU",
+        threads,
+        settings.active.minimize_iterations,
     )
-    integrator.setRandomNumberSeed(seed)
-    platform = openmm.Platform.getPlatformByName("CPU")
-    sim = app.Simulation(topology, mixed, integrator, platform, {"Threads": str(threads)})
-    sim.context.setPositions(positions)
-    if settings.active.minimize_iterations > 0:
-        sim.minimizeEnergy(maxIterations=settings.active.minimize_iterations)
-    sim.context.setVelocitiesToTemperature(simulation.temperature_k * u.kelvin, seed)
     interval = settings.active.frame_interval
     for frame in range(settings.active.walker_steps // interval):
         sim.step(interval)

@@ -171,7 +171,7 @@ def run_walker(settings: MetadynamicsSettings, output_dir: str, walker: int) -> 
     import openmm.unit as u
 
     from biomol_nnp.sampling.systems import build_sampling_system, check_finite
-    from biomol_nnp.simulate.runner import _simulation
+    from biomol_nnp.simulate.runner import langevin_simulation
 
     output = Path(output_dir)
     folder = _walker_dir(output, walker)
@@ -198,7 +198,7 @@ def run_walker(settings: MetadynamicsSettings, output_dir: str, walker: int) -> 
         )
     finally:
         np.random.set_state(rng_state)
-    simulation = _simulation(
+    simulation = langevin_simulation(
         sampled.topology,
         sampled.system,
         sampled.positions,

@@ -99,7 +99,7 @@ def run_opes_system(
     from tqdm import tqdm
 
     from biomol_nnp.sampling.systems import check_finite
-    from biomol_nnp.simulate.runner import _simulation
+    from biomol_nnp.simulate.runner import langevin_simulation
 
     check_settings(settings)
     folder = Path(output_dir)
@@ -118,7 +118,7 @@ def run_opes_system(
         )
     except ValueError as err:
         raise ConfigError(f"openmm-opes refused the settings: {err}") from err
-    simulation = _simulation(
+    simulation = langevin_simulation(
         topology, system, positions, settings.timestep_fs, settings.temperature_k, settings.friction_per_ps,
         settings.seed + done, settings.platform, settings.threads, 0 if done else settings.minimize_iterations,
     )  # fmt: skip

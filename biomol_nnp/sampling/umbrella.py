@@ -126,7 +126,7 @@ def run_window(settings: UmbrellaSettings, output_dir: str, window: int) -> dict
     """Simulate window ``window`` (skipped when its file exists); a Dask task, also called in process."""
     from biomol_nnp.sampling.cvs import resolve_atoms
     from biomol_nnp.sampling.systems import build_sampling_system, check_finite
-    from biomol_nnp.simulate.runner import _simulation
+    from biomol_nnp.simulate.runner import langevin_simulation
 
     path = _window_file(Path(output_dir), window)
     if path.is_file():
@@ -136,7 +136,7 @@ def run_window(settings: UmbrellaSettings, output_dir: str, window: int) -> dict
     atoms = resolve_atoms(settings.cv, settings.system.pdb, sampled.system.getNumParticles())
     force = restraint_force(settings, atoms, center, sampled.topology.getPeriodicBoxVectors() is not None)
     sampled.system.addForce(force)
-    simulation = _simulation(
+    simulation = langevin_simulation(
         sampled.topology,
         sampled.system,
         sampled.positions,

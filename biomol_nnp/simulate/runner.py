@@ -209,7 +209,7 @@ def _platform(name: str, threads: int) -> tuple[openmm.Platform, dict[str, str]]
     return openmm.Platform.getPlatformByName(name), properties
 
 
-def _simulation(
+def langevin_simulation(
     topology: app.Topology,
     system: openmm.System,
     positions: Any,
@@ -221,6 +221,8 @@ def _simulation(
     threads: int,
     minimize_iterations: int,
 ) -> app.Simulation:
+    """A Simulation with a seeded Langevin middle integrator: positions set, link-atom caps placed, optionally
+    minimised, velocities drawn at ``temperature_k``. ``platform`` is an OpenMM platform name."""
     integrator = openmm.LangevinMiddleIntegrator(
         temperature_k * u.kelvin, friction_per_ps / u.picosecond, timestep_fs * u.femtosecond
     )
@@ -288,7 +290,7 @@ def benchmark_ns_per_day(
     """
     if steps < 1:
         raise InputError(f"steps={steps} is not allowed; give at least 1 timed step")
-    simulation = _simulation(
+    simulation = langevin_simulation(
         topology,
         system,
         positions,
@@ -538,7 +540,7 @@ def _start(
             f"{simulation.steps}; raise steps to extend the run"
         )
     run = build_run_system(system_settings, simulation)
-    sim = _simulation(
+    sim = langevin_simulation(
         run.topology,
         run.system,
         run.positions,
