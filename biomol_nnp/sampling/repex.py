@@ -273,23 +273,23 @@ def run_replica_exchange_system(
             "killed before its first report, or one with another number of replicas); remove the folder to start "
             "again or give another output folder"
         )
-    integrator = openmm.LangevinMiddleIntegrator(
-        settings.temperature_k * u.kelvin, settings.friction_per_ps / u.picosecond, settings.timestep_fs * u.femtosecond
-    )
-    integrator.setRandomNumberSeed(settings.seed)
-    platform = openmm.Platform.getPlatformByName(settings.platform)
-    properties = {"Threads": str(settings.threads)} if settings.platform == "CPU" else {}
+    from biomol_nnp.simulate.runner import langevin_simulation
     from biomol_nnp.simulate.systems import with_link_sites
 
     n_atoms = topology.getNumAtoms()
     topology, positions = with_link_sites(topology, positions, system)  # link-atom caps of an NNP region
-    simulation = app.Simulation(topology, system, integrator, platform, properties)
-    simulation.context.setPositions(positions)
-    simulation.context.computeVirtualSites()
-    if not resume:
-        if settings.minimize_iterations:
-            simulation.minimizeEnergy(maxIterations=settings.minimize_iterations)
-        simulation.context.setVelocitiesToTemperature(settings.temperature_k * u.kelvin, settings.seed)
+    simulation = langevin_simulation(  # on resume the replicas' checkpointed states replace this start
+        topology,
+        system,
+        positions,
+        settings.timestep_fs,
+        settings.temperature_k,
+        settings.friction_per_ps,
+        settings.seed,
+        settings.platform,
+        settings.threads,
+        0 if resume else settings.minimize_iterations,
+    )
     sampler = app.ReplicaExchangeSampler(states, simulation, settings.steps_per_iteration)
     reporter = app.ReplicaExchangeReporter(
         str(folder),
