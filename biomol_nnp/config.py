@@ -246,6 +246,12 @@ class TrainSettings(Settings):
         ge=0,
         description="Weight of the embedding-energy loss (QM with point charges minus QM in vacuum).",
     )
+    embedding_force_weight: float = Field(
+        1.0,
+        ge=0,
+        description="Weight of the embedding-force loss: forces on the region from the MM charges (QM with point "
+        "charges minus QM in vacuum), normalised by their mean square.",
+    )
     validation_fraction: float = Field(0.2, gt=0, lt=1, description="Fraction of frames held out for testing.")
     seed: int = Field(0, description="Seed of the first member; member k uses seed + k.")
     dtype: Literal["float32", "float64"] = Field(

@@ -128,7 +128,7 @@ def train_and_export(
 
 
 def write_parity_plot(result: Any, path: Path) -> None:
-    """Parity of energies, forces, charges and embedding energies on the held-out set (kJ/mol, e)."""
+    """Parity of energies, forces, charges, embedding energies and forces on the held-out set (kJ/mol, nm, e)."""
     import torch
 
     from biomol_nnp.train.data import collate
@@ -136,7 +136,7 @@ def write_parity_plot(result: Any, path: Path) -> None:
     from biomol_nnp.train.trainer import predict
 
     batch = collate(result.test_samples, torch.float64)
-    out = predict(result.model, batch, create_graph=False)
+    out = predict(result.model, batch, create_graph=False, embedding_forces=True)
     species = result.model.species(batch.atomic_numbers)
     real = (species >= 0).numpy()
     energy = (out.energy.detach() + result.model.reference_energy(species)).numpy()
@@ -157,6 +157,10 @@ def write_parity_plot(result: Any, path: Path) -> None:
                 "kJ/mol",
             )
         )
+    labelled = real & batch.has_embedding_forces.numpy()[:, None]
+    if labelled.any() and out.member_embedding_forces is not None:
+        predicted = out.member_embedding_forces.mean(0).detach().numpy()
+        panels.append(("embedding forces", batch.embedding_forces.numpy()[labelled], predicted[labelled], "kJ/mol/nm"))
     parity_plot(path, panels)
 
 

@@ -23,7 +23,9 @@ class TrainingSample:
 
     atomic_numbers [N]; positions [N, 3] nm; energy kJ/mol and forces [N, 3] kJ/mol/nm of the region
     in vacuum; charges [N] e in vacuum; mm_positions [M, 3] nm and mm_charges [M] e of the environment;
-    embedding_energy kJ/mol (QM with the MM charges minus QM in vacuum), NaN when M = 0.
+    embedding_energy kJ/mol (QM with the MM charges minus QM in vacuum), NaN when M = 0;
+    embedding_forces [N, 3] kJ/mol/nm, the same difference for the forces on the region atoms
+    (minus the gradient of the embedding energy), None when M = 0 or not labelled.
     """
 
     atomic_numbers: np.ndarray
@@ -38,6 +40,7 @@ class TrainingSample:
     trajectory_id: int
     source: str
     frame: int = -1
+    embedding_forces: np.ndarray | None = None
 
     def describe(self, index: int) -> str:
         """How error messages name this sample: its position in the dataset and its provenance."""
@@ -58,6 +61,8 @@ class Batch:
     mm_charges: torch.Tensor  # [B, M]
     embedding_energy: torch.Tensor  # [B]
     has_embedding: torch.Tensor  # [B] bool
+    embedding_forces: torch.Tensor  # [B, N, 3], zero where not labelled
+    has_embedding_forces: torch.Tensor  # [B] bool
 
 
 def collate(samples: Sequence[TrainingSample], dtype: torch.dtype) -> Batch:
@@ -74,6 +79,7 @@ def collate(samples: Sequence[TrainingSample], dtype: torch.dtype) -> Batch:
         return torch.from_numpy(np.stack([pad(np.asarray(getattr(s, name)), length, width) for s in samples]))
 
     embedding = torch.tensor([s.embedding_energy for s in samples], dtype=dtype)
+    embedding_forces = [np.zeros((size, 3)) if s.embedding_forces is None else s.embedding_forces for s in samples]
     return Batch(
         atomic_numbers=stack("atomic_numbers", size).long(),
         positions=stack("positions", size, (3,)).to(dtype),
@@ -85,7 +91,23 @@ def collate(samples: Sequence[TrainingSample], dtype: torch.dtype) -> Batch:
         mm_charges=stack("mm_charges", mm_size).to(dtype),
         embedding_energy=torch.nan_to_num(embedding),
         has_embedding=~torch.isnan(embedding),
+        embedding_forces=torch.from_numpy(np.stack([pad(f, size, (3,)) for f in embedding_forces])).to(dtype),
+        has_embedding_forces=torch.tensor([s.embedding_forces is not None for s in samples]),
     )
+
+
+def epoch_batches(samples: Sequence[TrainingSample], batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Shuffled index batches of one epoch, each drawn from frames of one kind: with MM charges or in vacuum.
+
+    Keeping vacuum frames apart means their batches carry no padding charges (a solvated frame has about
+    a thousand), which is most of the cost of a mixed batch.
+    """
+    embedded = np.array([len(s.mm_charges) > 0 for s in samples], dtype=bool)
+    batches = []
+    for group in (np.flatnonzero(embedded), np.flatnonzero(~embedded)):
+        group = rng.permutation(group)
+        batches += [group[start : start + batch_size] for start in range(0, len(group), batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
 
 
 def split_by_trajectory(
@@ -156,6 +178,7 @@ def samples_from_store(store: LabelStore) -> list[TrainingSample]:
                 mm_positions=record.mm_positions,
                 mm_charges=record.mm_charges,
                 embedding_energy=float(record.embedding_energy) if record.has_point_charges else float("nan"),
+                embedding_forces=record.embedded_forces - record.forces if record.has_point_charges else None,
                 trajectory_id=int(record.trajectory_id),
                 source=str(record.source),
                 frame=int(record.frame),

@@ -42,6 +42,7 @@ from biomol_nnp.train.data import (
     Batch,
     TrainingSample,
     collate,
+    epoch_batches,
     split_by_trajectory,
     split_validation,
 )
@@ -57,7 +58,11 @@ FORCE_KJ_NM_TO_KCAL_A = KJ_TO_KCAL * ANGSTROM_TO_NM
 
 @dataclass
 class Predictions:
-    """Member-mean predictions for a batch: energy [B] (without self energies), forces, charges, embedding."""
+    """Member-mean predictions for a batch: energy [B] (without self energies), forces, charges, embedding.
+
+    ``embedding_forces`` (minus the gradient of the embedding energy on the region atoms) is computed
+    only when asked for; it is then zero for frames without MM charges.
+    """
 
     energy: torch.Tensor
     forces: torch.Tensor
@@ -67,6 +72,7 @@ class Predictions:
     member_forces: torch.Tensor = field(repr=False)
     member_charges: torch.Tensor = field(repr=False)
     member_embedding: torch.Tensor = field(repr=False)
+    member_embedding_forces: torch.Tensor | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -81,18 +87,17 @@ class TrainingResult:
     validation_samples: list[TrainingSample] = field(default_factory=list)
 
 
-def predict(model: EnsembleModel, batch: Batch, create_graph: bool) -> Predictions:
-    """Energies, forces (by autograd, per member), charges and embedding energies for a batch."""
+def predict(model: EnsembleModel, batch: Batch, create_graph: bool, embedding_forces: bool = False) -> Predictions:
+    """Energies, forces (by autograd, per member), charges and embedding energies (and forces) for a batch."""
     positions = batch.positions.clone().requires_grad_(True)
     species = model.species(batch.atomic_numbers)
     vacuum, charges, embedding = model.member_terms(
         positions, species, batch.total_charge, batch.mm_positions, batch.mm_charges, torch.zeros(0, 3)
     )
-    forces = []
-    for member in range(vacuum.shape[0]):
-        (gradient,) = torch.autograd.grad(vacuum[member].sum(), positions, create_graph=create_graph, retain_graph=True)
-        forces.append(-gradient)
-    member_forces = torch.stack(forces)
+    member_forces = _member_forces(vacuum, positions, create_graph)
+    member_embedding_forces = None
+    if embedding_forces:
+        member_embedding_forces = _member_forces(embedding, positions, create_graph)
     return Predictions(
         energy=vacuum.mean(0),
         forces=member_forces.mean(0),
@@ -102,7 +107,21 @@ def predict(model: EnsembleModel, batch: Batch, create_graph: bool) -> Predictio
         member_forces=member_forces,
         member_charges=charges,
         member_embedding=embedding,
+        member_embedding_forces=member_embedding_forces,
     )
+
+
+def _member_forces(energies: torch.Tensor, positions: torch.Tensor, create_graph: bool) -> torch.Tensor:
+    """Minus the gradient of each member's energies [K, B] w.r.t. ``positions``: [K, B, N, 3]."""
+    if not energies.requires_grad:  # e.g. the embedding of a batch without MM charges
+        return torch.zeros((energies.shape[0], *positions.shape), dtype=positions.dtype)
+    forces = []
+    for member in range(energies.shape[0]):
+        (gradient,) = torch.autograd.grad(
+            energies[member].sum(), positions, create_graph=create_graph, retain_graph=True, allow_unused=True
+        )
+        forces.append(torch.zeros_like(positions) if gradient is None else -gradient)
+    return torch.stack(forces)
 
 
 class LossFunction:
@@ -124,11 +143,15 @@ class LossFunction:
         self.force_var = max(float(np.mean(forces**2)), 1.0)
         self.charge_var = max(float(np.var(charges)), 1e-4)
         self.embedding_var = max(float(np.var(embedding)) if len(embedding) else 1.0, 1.0)
+        embedding_forces = [s.embedding_forces.ravel() for s in samples if s.embedding_forces is not None]
+        squared = float(np.mean(np.concatenate(embedding_forces) ** 2)) if embedding_forces else 1.0
+        self.embedding_force_var = max(squared, 1.0)
         self.settings = settings
         self.last_terms: dict[str, float] = {}
 
     def __call__(self, model: EnsembleModel, batch: Batch, create_graph: bool = True) -> torch.Tensor:
-        out = predict(model, batch, create_graph)
+        with_embedding_forces = self.settings.embedding_force_weight > 0 and bool(batch.has_embedding_forces.any())
+        out = predict(model, batch, create_graph, embedding_forces=with_embedding_forces)
         species = model.species(batch.atomic_numbers)
         real = (species >= 0).to(batch.positions.dtype)
         atoms = real.sum(-1)
@@ -139,14 +162,21 @@ class LossFunction:
         mask = batch.has_embedding.to(batch.positions.dtype)
         embedding_error = (out.member_embedding - batch.embedding_energy) ** 2 * mask
         s = self.settings
+        embedding_force_term = torch.zeros((), dtype=batch.positions.dtype)
+        if out.member_embedding_forces is not None:
+            labelled = batch.has_embedding_forces.to(batch.positions.dtype)
+            error = ((out.member_embedding_forces - batch.embedding_forces) ** 2).sum(-1).sum(-1) / (3 * atoms)
+            mean_error = (error * labelled).sum() / (labelled.sum() * error.shape[0])
+            embedding_force_term = mean_error / self.embedding_force_var
         terms = {
             "energy": s.energy_weight * energy_error.mean() / self.energy_var,
             "force": s.force_weight * force_error.mean() / self.force_var,
             "charge": s.charge_weight * charge_error.mean() / self.charge_var,
             "embedding": s.embedding_weight * embedding_error.sum() / max(float(mask.sum()), 1.0) / self.embedding_var,
+            "embedding_force": s.embedding_force_weight * embedding_force_term,
         }
         self.last_terms = {name: float(value.detach()) for name, value in terms.items()}
-        loss = terms["energy"] + terms["force"] + terms["charge"] + terms["embedding"]
+        loss = terms["energy"] + terms["force"] + terms["charge"] + terms["embedding"] + terms["embedding_force"]
         return loss * out.member_energy.shape[0]
 
 
@@ -168,25 +198,29 @@ def evaluate_all(
         return {}, []
     members = len(model.get_submodule("members"))  # type: ignore[arg-type]  # a ModuleList in every architecture
     # row 0: the ensemble mean, row 1 + k: member k
-    sums = {key: np.zeros(members + 1) for key in ("energy", "force", "charge", "embedding")}
+    sums = {key: np.zeros(members + 1) for key in ("energy", "force", "charge", "embedding", "embedded_force")}
     counts = dict.fromkeys(sums, 0)
     for start in range(0, len(samples), batch_size):
         batch = collate(samples[start : start + batch_size], dtype)
-        out = predict(model, batch, create_graph=False)
+        out = predict(model, batch, create_graph=False, embedding_forces=True)
         species = model.species(batch.atomic_numbers)
         real = species >= 0
         reference = model.reference_energy(species).double()
+        assert out.member_embedding_forces is not None  # asked for above
+        embedded_forces = out.member_forces + out.member_embedding_forces
         rows = {
-            "energy": torch.cat([out.energy.unsqueeze(0), out.member_energy]).detach().double() + reference,
-            "force": torch.cat([out.forces.unsqueeze(0), out.member_forces]).detach(),
-            "charge": torch.cat([out.charges.unsqueeze(0), out.member_charges]).detach(),
-            "embedding": torch.cat([out.embedding.unsqueeze(0), out.member_embedding]).detach(),
+            "energy": with_mean(out.member_energy).double() + reference,
+            "force": with_mean(out.member_forces),
+            "charge": with_mean(out.member_charges),
+            "embedding": with_mean(out.member_embedding),
+            "embedded_force": with_mean(embedded_forces),
         }
         targets = {
             "energy": (batch.energy, torch.ones_like(batch.energy, dtype=torch.bool)),
             "force": (batch.forces, real),
             "charge": (batch.charges, real),
             "embedding": (batch.embedding_energy, batch.has_embedding),
+            "embedded_force": (batch.forces + batch.embedding_forces, real & batch.has_embedding_forces.unsqueeze(-1)),
         }
         for key, (target, mask) in targets.items():
             errors = (rows[key] - target.to(rows[key].dtype)).abs()[:, mask]
@@ -197,6 +231,7 @@ def evaluate_all(
         "force_mae_kcal_per_mol_A": ("force", FORCE_KJ_NM_TO_KCAL_A),
         "charge_mae_e": ("charge", 1.0),
         "embedding_mae_kcal_per_mol": ("embedding", KJ_TO_KCAL),
+        "embedded_force_mae_kcal_per_mol_A": ("embedded_force", FORCE_KJ_NM_TO_KCAL_A),
     }
     table = [
         {
@@ -207,6 +242,11 @@ def evaluate_all(
         for row in range(members + 1)
     ]
     return table[0], table[1:]
+
+
+def with_mean(members: torch.Tensor) -> torch.Tensor:
+    """Rows [K + 1, ...]: the ensemble mean of the members' values [K, ...], then each member (detached)."""
+    return torch.cat([members.mean(0, keepdim=True), members]).detach()
 
 
 ProgressCallback = Callable[[int, int, float], None]
@@ -305,11 +345,9 @@ class MemberRun:
         """One pass over the shuffled training set, the validation loss and the schedule; returns the train loss."""
         started = time.perf_counter()
         self.model.train()
-        order = self.rng.permutation(len(self.train))
-        batch_size = self.settings.batch_size
         epoch_loss = 0.0
-        for start in range(0, len(self.train), batch_size):
-            batch = collate([self.train[i] for i in order[start : start + batch_size]], self.dtype)
+        for indices in epoch_batches(self.train, self.settings.batch_size, self.rng):
+            batch = collate([self.train[i] for i in indices], self.dtype)
             self.optimizer.zero_grad()
             loss = self.loss_fn(self.model, batch)
             loss.backward()

@@ -62,6 +62,7 @@ def check_record(sample: TrainingSample, index: int, elements: set[int], setting
         ("positions", sample.positions, (n, 3)),
         ("forces", sample.forces, (n, 3)),
         ("mm_positions", sample.mm_positions, (m, 3)),
+        *([("embedding_forces", sample.embedding_forces, (n, 3))] if sample.embedding_forces is not None else []),
     ):
         if np.shape(array) != shape:
             raise InputError(f"{name}: {field} has shape {np.shape(array)}, expected {shape} for {n} atoms, {m} MM")
@@ -82,6 +83,8 @@ def check_record(sample: TrainingSample, index: int, elements: set[int], setting
         values["charges"] = sample.charges
     if not np.isnan(sample.embedding_energy):
         values["embedding_energy"] = np.asarray(sample.embedding_energy)
+    if sample.embedding_forces is not None:
+        values["embedding_forces"] = sample.embedding_forces
     for field, array in values.items():
         if not np.all(np.isfinite(array)):
             raise InputError(
