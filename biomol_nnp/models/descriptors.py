@@ -118,21 +118,24 @@ class SymmetryFunctions(torch.nn.Module):
     def forward(self, positions: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
         """Descriptors [B, N, size] of every atom; rows of padding atoms are zero."""
         real = species >= 0
-        onehot = torch.nn.functional.one_hot(species.clamp(min=0), self.num_elements).to(positions.dtype)
-        onehot = onehot * real.unsqueeze(-1).to(positions.dtype)
         safe, distances, pair_mask = pair_geometry(positions, species)  # [B, i, j, 3] = r_j - r_i
         mask = pair_mask.to(positions.dtype)
-        radial = self._radial(distances, mask, onehot)
+        radial = self._radial(distances, pair_mask, species)
         angular = self._angular(safe, distances, mask, species)
         features = torch.cat([radial, angular], dim=-1)
         return features * real.unsqueeze(-1).to(positions.dtype)
 
-    def _radial(self, distances: torch.Tensor, mask: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:
-        cutoff = cosine_cutoff(distances, self.radial_cutoff) * mask  # [B, i, j]
-        shells = gaussian(self.radial_eta * (distances.unsqueeze(-1) - self.radial_centres) ** 2)
-        terms = 0.25 * shells * cutoff.unsqueeze(-1)  # [B, i, j, R]
-        radial = torch.einsum("bijr,bjs->bisr", terms, onehot)
-        return radial.reshape(radial.shape[0], radial.shape[1], self.radial_size)
+    def _radial(self, distances: torch.Tensor, mask: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
+        """Radial terms [B, N, S * R], summed over the pairs inside the cutoff only (the others are exactly zero)."""
+        batch, n = distances.shape[0], distances.shape[1]
+        b, i, j = ((distances.detach() < self.radial_cutoff) & mask).nonzero().unbind(1)
+        # index_select (backward: index_add) is much cheaper than advanced indexing
+        r = distances.reshape(-1).index_select(0, (b * n + i) * n + j)
+        shells = gaussian(self.radial_eta * (r.unsqueeze(-1) - self.radial_centres) ** 2)
+        terms = 0.25 * shells * cosine_cutoff(r, self.radial_cutoff).unsqueeze(-1)  # [P, R]
+        row = (b * n + i) * self.num_elements + species[b, j]
+        out = torch.zeros(batch * n * self.num_elements, terms.shape[1], dtype=distances.dtype, device=distances.device)
+        return out.index_add(0, row, terms).reshape(batch, n, self.radial_size)
 
     def _angular(
         self, vectors: torch.Tensor, distances: torch.Tensor, mask: torch.Tensor, species: torch.Tensor
@@ -142,9 +145,9 @@ class SymmetryFunctions(torch.nn.Module):
         close = (distances.detach() < self.angular_cutoff) & (mask > 0)
         pairs = close.nonzero()
         centre = pairs[:, 0] * n + pairs[:, 1]
+        # each unordered neighbour pair (j, k) once (first < second); the terms are symmetric in j and k
         same_centre = centre.unsqueeze(0) == centre.unsqueeze(1)
-        same_centre.fill_diagonal_(False)
-        first, second = same_centre.nonzero().unbind(1)
+        first, second = torch.triu(same_centre, diagonal=1).nonzero().unbind(1)
         b, i = pairs[first, 0], pairs[first, 1]
         j, k = pairs[first, 2], pairs[second, 2]
         # index_select (backward: index_add) is much cheaper than advanced indexing
@@ -155,11 +158,11 @@ class SymmetryFunctions(torch.nn.Module):
         dot = (flat_vectors.index_select(0, flat_ij) * flat_vectors.index_select(0, flat_ik)).sum(-1)
         cosines = self.cosine_scale * dot / (r_ij * r_ik)
         angles = torch.acos(cosines)
-        weight = cosine_cutoff(r_ij, self.angular_cutoff) * cosine_cutoff(r_ik, self.angular_cutoff)
+        # 2 * 0.5^zeta (in angle_part) over unordered pairs: ANI's 2^(1-zeta) sum_{j<k}
+        weight = 2.0 * cosine_cutoff(r_ij, self.angular_cutoff) * cosine_cutoff(r_ik, self.angular_cutoff)
         angle_part = ((1.0 + torch.cos(angles.unsqueeze(-1) - self.angle_centres)) * 0.5) ** self.zeta
         mean_distance = 0.5 * (r_ij + r_ik)
         radial_part = gaussian(self.angular_eta * (mean_distance.unsqueeze(-1) - self.angular_centres) ** 2)
-        # each unordered (j, k) pair appears twice among ordered triplets: 2^(1-zeta)-style factor 2 * 0.5
         terms = (weight.unsqueeze(-1) * radial_part).unsqueeze(-1) * angle_part.unsqueeze(-2)
         pair_type = self.pair_lookup[species[b, j], species[b, k]]
         row = (b * n + i) * self.num_pairs + pair_type

@@ -71,19 +71,36 @@ class EmbeddingKernel(torch.nn.Module):
             scaled = charges * inverse
             potential = scaled.sum(-1)
             field = torch.einsum("bnm,bnmk->bnk", scaled * inverse * inverse, vectors)
+            close = (squared.detach() < self.short_range * self.short_range).nonzero()
         else:
-            # float64 without a box: distances and field from matrix products, no [B, N, M, 3] tensor
-            # (coordinates relative to the first region atom, so |r|^2 terms stay small against r_ab^2)
-            origin = positions[:, :1]
-            x, y = positions - origin, mm_positions - origin
-            squared = (x * x).sum(-1).unsqueeze(2) + (y * y).sum(-1).unsqueeze(1) - 2.0 * x @ y.transpose(1, 2)
-            inverse = torch.rsqrt(squared.clamp(min=1e-12))
-            scaled = charges * inverse
-            potential = scaled.sum(-1)
-            weights = scaled * inverse * inverse
-            field = x * weights.sum(-1, keepdim=True) - weights @ y
-        close = (squared.detach() < self.short_range * self.short_range).nonzero()
+            potential, field, close = self._dense_float64(positions, mm_positions, charges.squeeze(1))
         return self._damping_correction(positions, mm_positions, charges, close, potential, field, box)
+
+    def _dense_float64(
+        self, positions: torch.Tensor, mm_positions: torch.Tensor, charges: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Plain-Coulomb potential [B, N] and field [B, N, 3] and the close pairs [C, 3], float64, no box.
+
+        Few passes over the [B, N, M] pairs, each cheap to differentiate: the squared distances are one matrix
+        product of augmented coordinates (x, |x|^2, 1) . (-2y, 1, |y|^2), relative to the first region atom so
+        the |r|^2 terms stay small against r_ab^2; the potential is 1/r times the charges and the field is
+        x sum_b q_b / r^3 - sum_b q_b y_b / r^3, both matrix products. No [B, N, M, 3] tensor is formed.
+        """
+        origin = positions[:, :1]
+        x, y = positions - origin, mm_positions - origin
+        left = torch.cat([x, (x * x).sum(-1, keepdim=True), torch.ones_like(x[..., :1])], -1)
+        right = torch.cat([-2.0 * y, torch.ones_like(y[..., :1]), (y * y).sum(-1, keepdim=True)], -1)
+        squared = left @ right.transpose(1, 2)
+        plain = squared.detach()
+        close = (plain < self.short_range * self.short_range).nonzero()
+        b, a, m = close[:, 0], close[:, 1], close[:, 2]
+        if bool((plain[b, a, m] < 1e-12).any()):  # coincident atoms: clamp as the other path does
+            squared = squared + (plain.clamp(min=1e-12) - plain)
+        inverse = torch.rsqrt(squared)
+        charges = charges.unsqueeze(-1)  # [B, M, 1]
+        potential = (inverse @ charges).squeeze(-1)
+        moments = inverse.pow(3) @ torch.cat([charges, charges * y], -1)  # [B, N, 4]: sum q/r^3, sum q y/r^3
+        return potential, x * moments[..., :1] - moments[..., 1:], close
 
     def _damping_correction(
         self,

@@ -120,12 +120,17 @@ class EnsembleModel(torch.nn.Module):
         wall never changes a fitted energy; it stops the network's untrained short-range region from
         pulling atoms together (a minimiser otherwise finds holes there). E = A sum (r0/r - 1)^2, r < r0.
         """
-        _, distances, mask = pair_geometry(positions, species)
-        index = species.clamp(min=0)
-        onset = self.repulsion_onset[index.unsqueeze(2), index.unsqueeze(1)]
-        inside = mask & (distances < onset)
-        excess = torch.where(inside, onset / distances - 1.0, torch.zeros_like(distances))
-        return 0.5 * self.repulsion_strength * (excess * excess).sum((1, 2))
+        with torch.no_grad():  # the wall acts only on pairs inside their onset: find them first, then differentiate
+            _, distances, mask = pair_geometry(positions, species)
+            index = species.clamp(min=0)
+            onset = self.repulsion_onset[index.unsqueeze(2), index.unsqueeze(1)]
+            b, i, j = (mask & (distances < onset)).nonzero().unbind(1)
+        energy = torch.zeros(positions.shape[0], dtype=positions.dtype, device=positions.device)
+        if b.shape[0] == 0:
+            return energy
+        r = torch.linalg.norm(positions[b, j] - positions[b, i], dim=-1)
+        excess = onset[b, i, j] / r - 1.0
+        return energy.index_add(0, b, 0.5 * self.repulsion_strength * excess * excess)
 
     def reference_energy(self, species: torch.Tensor) -> torch.Tensor:
         """Sum of per-element self energies [B] kJ/mol."""

@@ -22,6 +22,7 @@ refuses a file whose weights contradict them (elements, ensemble size, architect
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
 import logging
@@ -56,6 +57,16 @@ REQUIRED_METADATA = (
 )
 REQUIRED_METHODS = ("forward", "charges", "ensemble_energies", "ensemble_mean_std")
 UNITS = {"length": "nm", "energy": "kJ/mol", "charge": "e", "force": "kJ/mol/nm"}
+
+MALLOC_TRIM_THRESHOLD = -1
+MALLOC_MMAP_THRESHOLD = -3
+"""glibc ``mallopt`` parameter numbers (malloc.h: M_TRIM_THRESHOLD, M_MMAP_THRESHOLD)."""
+
+KEPT_HEAP_BYTES = 256 << 20
+"""Freed heap memory glibc keeps for reuse instead of returning it to the system (see `keep_freed_memory`)."""
+
+MMAP_THRESHOLD_BYTES = 32 << 20
+"""Allocations below this size come from the heap, not from fresh ``mmap`` pages (glibc's largest setting)."""
 
 
 def build_metadata(
@@ -170,7 +181,27 @@ def load_model(path: str | os.PathLike) -> tuple[torch.jit.ScriptModule, dict[st
         raise ModelFileError(f"{str(path)!r} lacks the exported methods {absent} the contract requires")
     check_weights_match_metadata(module, metadata, str(path))
     module.eval()
+    keep_freed_memory()
     return module, metadata
+
+
+def keep_freed_memory() -> bool:
+    """Let glibc keep freed tensor memory for reuse; True where it applied (Linux with glibc).
+
+    One energy + forces call with 2000 MM charges allocates and frees tens of [N, M] float64 tensors
+    (0.8 MB each for N = 49). With glibc's defaults these come from fresh ``mmap`` pages, or the heap is
+    trimmed after each call, so every tensor is page-faulted in again, which made those passes 5-15x slower
+    than the arithmetic (`benchmarks/model_speed.py`). Raising the trim and mmap thresholds keeps up to
+    `KEPT_HEAP_BYTES` of freed memory in the process; results do not change. Process-wide, set once on load.
+    """
+    try:
+        libc = ctypes.CDLL(None)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    applied = mallopt(MALLOC_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) == 1
+    return mallopt(MALLOC_TRIM_THRESHOLD, KEPT_HEAP_BYTES) == 1 and applied
 
 
 def check_weights_match_metadata(module: torch.nn.Module, metadata: dict[str, Any], where: str) -> None:
