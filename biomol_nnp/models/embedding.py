@@ -92,9 +92,11 @@ class EmbeddingKernel(torch.nn.Module):
         right = torch.cat([-2.0 * y, torch.ones_like(y[..., :1]), (y * y).sum(-1, keepdim=True)], -1)
         squared = left @ right.transpose(1, 2)
         plain = squared.detach()
-        close = (plain < self.short_range * self.short_range).nonzero()
-        b, a, m = close[:, 0], close[:, 1], close[:, 2]
-        if bool((plain[b, a, m] < 1e-12).any()):  # coincident atoms: clamp as the other path does
+        nearest = plain.amin(1)  # [B, M]: MM atoms near no region atom need no damping (most of them)
+        b, m = (nearest < self.short_range * self.short_range).nonzero().unbind(1)
+        candidate, a = (plain[b, :, m] < self.short_range * self.short_range).nonzero().unbind(1)
+        close = torch.stack([b[candidate], a, m[candidate]], dim=1)
+        if bool((nearest < 1e-12).any()):  # coincident atoms: clamp as the other path does
             squared = squared + (plain.clamp(min=1e-12) - plain)
         inverse = torch.rsqrt(squared)
         charges = charges.unsqueeze(-1)  # [B, M, 1]

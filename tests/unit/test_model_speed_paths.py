@@ -170,10 +170,11 @@ def energies_and_forces(module, positions, mm_positions, mm_charges):
 
 
 def test_dense_float64_kernel_matches_the_written_out_field():
+    """A batch of two configurations (the second's region shifted), potential, field, energy and forces."""
     positions, mm_positions, mm_charges = geometry()
-    x = positions.unsqueeze(0).requires_grad_(True)
-    y = mm_positions.unsqueeze(0).requires_grad_(True)
-    q = mm_charges.unsqueeze(0)
+    x = torch.stack([positions, positions + 0.02]).requires_grad_(True)
+    y = torch.stack([mm_positions, mm_positions.flip(0)]).requires_grad_(True)
+    q = torch.stack([mm_charges, mm_charges.flip(0)])
     charges, alpha = torch.linspace(-0.4, 0.4, len(NUMBERS)).double().unsqueeze(0), torch.full((1, len(NUMBERS)), 2e-4)
     results = []
     for kernel in (EmbeddingKernel(DAMPING), ReferenceKernel()):
