@@ -2,8 +2,9 @@
 
 Cases, each labelled with GFN2-xTB (xtb-python) and cached under benchmarks/data/ (gitignored):
 
-- alanine dipeptide: MM MD frames at 300 K (the temperature the model is used at) of the solvated system (with the TIP3P/Amber point charges
-  within 1.0 nm, so embedding-energy labels exist) and of the vacuum system, several independent
+- alanine dipeptide: MM MD frames at 300 K (the temperature the model is used at) of the solvated system
+  (with the TIP3P/Amber point charges within 1.0 nm, so embedding-energy labels exist) and of the vacuum
+  system, several independent
   trajectories per phase; the test set is whole trajectories never used in training.
 - water clusters of 2 to 20 molecules carved from the shipped solvated box; the test set is whole
   cluster sizes (trajectory id = size) never used in training.
@@ -106,7 +107,7 @@ def case_settings(
     return model, train
 
 
-EPOCHS = {"dipeptide": 12, "water_clusters": 10}
+EPOCHS = {"dipeptide": 100, "water_clusters": 10}
 """Epochs of the default run (cosine schedule down to learning_rate/20; best validation epoch kept)."""
 
 

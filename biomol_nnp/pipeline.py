@@ -60,9 +60,7 @@ def sample_and_label(settings: PipelineSettings, labels_path: Path, progress: bo
     if done >= len(configs):
         logger.info("labels: %s already holds %d configurations; nothing to label", labels_path, done)
     else:
-        logger.info(
-            "labels: %d configurations sampled, %d already labelled, labelling the rest", len(configs), done
-        )
+        logger.info("labels: %d configurations sampled, %d already labelled, labelling the rest", len(configs), done)
         label_configurations(configs[done:], labels_path, settings.labels, progress=progress)
     statuses = LabelStore(labels_path).statuses()
     return {
@@ -129,39 +127,56 @@ def train_and_export(
 
 def write_parity_plot(result: Any, path: Path) -> None:
     """Parity of energies, forces, charges, embedding energies and forces on the held-out set (kJ/mol, nm, e)."""
+    import numpy as np
+
+    from biomol_nnp.train.plots import parity_plot
+
+    parts: dict[tuple[str, str], list[tuple[Any, Any]]] = {}
+    for start in range(0, len(result.test_samples), PARITY_BATCH):
+        for key, pair in _parity_columns(result.model, result.test_samples[start : start + PARITY_BATCH]).items():
+            parts.setdefault(key, []).append(pair)
+    panels = []
+    for (name, unit), pairs in parts.items():
+        reference, predicted = (np.concatenate([pair[k] for pair in pairs]) for k in (0, 1))
+        if name == "energy":  # absolute energies: compare the spread, not the large common value
+            offset = reference.mean()
+            reference, predicted, name = reference - offset, predicted - offset, "energy (minus mean)"
+        if len(reference):
+            panels.append((name, reference, predicted, unit))
+    parity_plot(path, panels)
+
+
+PARITY_BATCH = 32
+"""Configurations per model call when drawing the parity plot."""
+
+
+def _parity_columns(model: Any, samples: Any) -> dict[tuple[str, str], tuple[Any, Any]]:
+    """(reference, predicted) arrays of each parity panel (name, unit) for a few samples."""
     import torch
 
     from biomol_nnp.train.data import collate
-    from biomol_nnp.train.plots import parity_plot
     from biomol_nnp.train.trainer import predict
 
-    batch = collate(result.test_samples, torch.float64)
-    out = predict(result.model, batch, create_graph=False, embedding_forces=True)
-    species = result.model.species(batch.atomic_numbers)
+    batch = collate(samples, torch.float64)
+    out = predict(model, batch, create_graph=False, embedding_forces=True)
+    species = model.species(batch.atomic_numbers)
     real = (species >= 0).numpy()
-    energy = (out.energy.detach() + result.model.reference_energy(species)).numpy()
-    reference = batch.energy.numpy()
-    offset = reference.mean()
-    has_emb = batch.has_embedding.numpy()
-    panels = [
-        ("energy (minus mean)", reference - offset, energy - offset, "kJ/mol"),
-        ("forces", batch.forces.numpy()[real], out.forces.detach().numpy()[real], "kJ/mol/nm"),
-        ("charges", batch.charges.numpy()[real], out.charges.detach().numpy()[real], "e"),
-    ]
-    if has_emb.any():
-        panels.append(
-            (
-                "embedding energy",
-                batch.embedding_energy.numpy()[has_emb],
-                out.embedding.detach().numpy()[has_emb],
-                "kJ/mol",
-            )
-        )
+    has_embedding = batch.has_embedding.numpy()
     labelled = real & batch.has_embedding_forces.numpy()[:, None]
-    if labelled.any() and out.member_embedding_forces is not None:
-        predicted = out.member_embedding_forces.mean(0).detach().numpy()
-        panels.append(("embedding forces", batch.embedding_forces.numpy()[labelled], predicted[labelled], "kJ/mol/nm"))
-    parity_plot(path, panels)
+    assert out.member_embedding_forces is not None  # asked for above
+    return {
+        ("energy", "kJ/mol"): (batch.energy.numpy(), (out.energy.detach() + model.reference_energy(species)).numpy()),
+        ("forces", "kJ/mol/nm"): (batch.forces.numpy()[real], out.forces.detach().numpy()[real]),
+        ("charges", "e"): (batch.charges.numpy()[real], out.charges.detach().numpy()[real]),
+        ("embedding energy", "kJ/mol"): (
+            batch.embedding_energy.numpy()[has_embedding],
+            out.embedding.detach().numpy()[has_embedding],
+        ),
+        ("embedding forces", "kJ/mol/nm"): (
+            batch.embedding_forces.numpy()[labelled],
+            out.member_embedding_forces.mean(0).detach().numpy()[labelled],
+        ),
+    }
 
 
 def simulate(settings: PipelineSettings, output_dir: Path, progress: bool = False) -> dict[str, Any]:
@@ -186,9 +201,7 @@ def simulate(settings: PipelineSettings, output_dir: Path, progress: bool = Fals
     }
 
 
-def refit(
-    settings: PipelineSettings, model_path: Path, output_dir: Path, progress: bool = False
-) -> dict[str, Any]:
+def refit(settings: PipelineSettings, model_path: Path, output_dir: Path, progress: bool = False) -> dict[str, Any]:
     """Fit phi and psi torsions to the model's profiles and write frcmod and ffxml files."""
     from biomol_nnp.refit import refit_backbone
 
@@ -259,8 +272,7 @@ def report_outputs(summary: dict[str, Any], output_dir: Path) -> None:
         summary["labels"]["failed"],
     )
     logger.info(
-        "model:         %s  held-out energy MAE %.2f kcal/mol, force MAE %.2f kcal/mol/A, "
-        "embedding MAE %.2f kcal/mol",
+        "model:         %s  held-out energy MAE %.2f kcal/mol, force MAE %.2f kcal/mol/A, embedding MAE %.2f kcal/mol",
         summary["model"]["path"],
         held_out["energy_mae_kcal_per_mol"],
         held_out["force_mae_kcal_per_mol_A"],
@@ -277,4 +289,3 @@ def report_outputs(summary: dict[str, Any], output_dir: Path) -> None:
         logger.info("refit %s:     RMSE %.3f kJ/mol, plot %s", name, info["rmse_kj_per_mol"], info["plot"])
     logger.info("force fields:  %s, %s", summary["refit"]["frcmod"], summary["refit"]["ffxml"])
     logger.info("summary:       %s", output_dir / "summary.json")
-

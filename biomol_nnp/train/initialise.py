@@ -108,13 +108,21 @@ def set_repulsion_onsets(model: EnsembleModel, samples: Sequence[TrainingSample]
     model.repulsion_onset.copy_(torch.from_numpy(onset))
 
 
+FEATURE_CHUNK = 64
+"""Configurations per descriptor evaluation when standardising (bounds the memory of large datasets)."""
+
+
 def standardise_features(model: EnsembleModel, samples: Sequence[TrainingSample]) -> None:
     """ANI: set the descriptor shift and scale so each feature has zero mean and unit variance on real atoms."""
     assert isinstance(model, NNPEnsemble)
+    descriptor = copy.deepcopy(model.descriptor).double()
+    chunks = []
     with torch.no_grad():
-        batch = collate(samples, torch.float64)
-        species = model.species(batch.atomic_numbers)
-        features = copy.deepcopy(model.descriptor).double()(batch.positions, species)[species >= 0]
+        for start in range(0, len(samples), FEATURE_CHUNK):
+            batch = collate(samples[start : start + FEATURE_CHUNK], torch.float64)
+            species = model.species(batch.atomic_numbers)
+            chunks.append(descriptor(batch.positions, species)[species >= 0])
+        features = torch.cat(chunks)
         mean, std = features.mean(0), features.std(0)
         # a floor on the spread: features that barely vary in training (Gaussian tails, rare element pairs)
         # must not be magnified into huge inputs when a configuration leaves the training data

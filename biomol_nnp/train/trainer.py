@@ -249,6 +249,10 @@ def with_mean(members: torch.Tensor) -> torch.Tensor:
     return torch.cat([members.mean(0, keepdim=True), members]).detach()
 
 
+VALIDATION_BATCH = 32
+"""Configurations per batch of the validation loss (bounds its memory)."""
+
+
 ProgressCallback = Callable[[int, int, float], None]
 """``progress(done, total, loss)``: member-epochs done, member-epochs planned, latest training loss."""
 
@@ -321,7 +325,10 @@ class MemberRun:
         self.loss_fn = LossFunction(train, settings, self.model.self_energies.double().numpy(), model_settings.elements)
         self.optimizer, self.scheduler = make_optimizer(self.model, settings)
         self.rng = np.random.default_rng(own.seed)
-        self.validation_batch = collate(validation, self.dtype)
+        self.validation_batches = [
+            collate([validation[i] for i in indices], self.dtype)
+            for indices in epoch_batches(validation, VALIDATION_BATCH, np.random.default_rng(0))
+        ]
         self.epoch, self.stale, self.seconds = 0, 0, 0.0
         self.best_loss = float("inf") if start_model is None else self.validation_loss()
         self.best_state = copy.deepcopy(self.model.state_dict())
@@ -333,7 +340,11 @@ class MemberRun:
 
     def validation_loss(self) -> float:
         """The loss of the current weights on the validation set."""
-        return float(self.loss_fn(self.model, self.validation_batch, create_graph=False).detach())
+        total = sum(
+            float(self.loss_fn(self.model, batch, create_graph=False).detach()) * len(batch.energy)
+            for batch in self.validation_batches
+        )
+        return total / sum(len(batch.energy) for batch in self.validation_batches)
 
     @property
     def finished(self) -> bool:
