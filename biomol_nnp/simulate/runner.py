@@ -24,6 +24,7 @@ import openmm.unit as u
 from biomol_nnp.config import SimulationSettings, SystemSettings
 from biomol_nnp.exceptions import ConfigError, InputError, SimulationError
 from biomol_nnp.io import atomic_path, write_json_atomic
+from biomol_nnp.models.export import file_hash
 from biomol_nnp.simulate.checkpoint import (
     CHECKPOINT_FILE,
     load_checkpoint,
@@ -350,8 +351,35 @@ _RESUME_KEYS_ALLOWED_TO_CHANGE = (
 
 
 def _settings_fingerprint(system_settings: SystemSettings, simulation: SimulationSettings) -> dict[str, Any]:
+    """What a resumed run must share with the checkpointed one: settings and the model file's bytes."""
     data = simulation.model_dump(mode="json", exclude=set(_RESUME_KEYS_ALLOWED_TO_CHANGE))
-    return {"simulation": data, "system": system_settings.model_dump(mode="json")}
+    model = Path(simulation.model_path)
+    model_hash = file_hash(model) if not simulation.mm_only and model.is_file() else None
+    return {"simulation": data, "system": system_settings.model_dump(mode="json"), "model_sha256": model_hash}
+
+
+def _check_resumable(checkpoint: dict[str, Any], fingerprint: dict[str, Any], folder: Path, steps: int) -> None:
+    """Refuse a resume whose model file, settings or length do not continue the checkpointed run."""
+    saved = checkpoint.get("settings") or {}
+    if saved.get("model_sha256", fingerprint["model_sha256"]) != fingerprint["model_sha256"]:
+        raise ConfigError(
+            f"the model file {fingerprint['simulation']['model_path']!r} is not the one the checkpointed run in "
+            f"{str(folder)!r} used (its SHA-256 changed); put the original model back, or start a new run in "
+            "another folder with the new model"
+        )
+    if {k: v for k, v in saved.items() if k != "model_sha256"} != {
+        k: v for k, v in fingerprint.items() if k != "model_sha256"
+    }:
+        raise ConfigError(
+            f"the settings differ from those of the checkpointed run in {str(folder)!r} (only "
+            f"{list(_RESUME_KEYS_ALLOWED_TO_CHANGE)} may change on --resume); use the original settings or start a "
+            "new run in another folder"
+        )
+    if checkpoint["step"] >= steps:
+        raise ConfigError(
+            f"the checkpoint in {str(folder)!r} is at step {checkpoint['step']}, not before simulation.steps="
+            f"{steps}; raise steps to extend the run"
+        )
 
 
 class _UncertaintyStopError(Exception):
@@ -527,18 +555,8 @@ def _start(
     """Build the System and the Simulation; restore the checkpoint and truncate the files when resuming."""
     checkpoint_path = folder / CHECKPOINT_FILE
     checkpoint = load_checkpoint(checkpoint_path) if resume else None
-    fingerprint = _settings_fingerprint(system_settings, simulation)
-    if checkpoint is not None and checkpoint.get("settings") != fingerprint:
-        raise ConfigError(
-            f"the settings differ from those of the checkpointed run in {str(folder)!r} (only "
-            f"{list(_RESUME_KEYS_ALLOWED_TO_CHANGE)} may change on --resume); use the original settings or start a "
-            "new run in another folder"
-        )
-    if checkpoint is not None and checkpoint["step"] >= simulation.steps:
-        raise ConfigError(
-            f"the checkpoint in {str(folder)!r} is at step {checkpoint['step']}, not before simulation.steps="
-            f"{simulation.steps}; raise steps to extend the run"
-        )
+    if checkpoint is not None:
+        _check_resumable(checkpoint, _settings_fingerprint(system_settings, simulation), folder, simulation.steps)
     run = build_run_system(system_settings, simulation)
     sim = langevin_simulation(
         run.topology,

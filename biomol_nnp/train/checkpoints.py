@@ -114,7 +114,8 @@ def load_checkpoint(path: str | os.PathLike, expected: str) -> dict[str, Any] | 
         difference = describe_difference(state["fingerprint"], expected)
         raise ConfigError(
             f"checkpoint {str(path)!r} was written by a different run ({difference}); "
-            "resume with the same settings and labels, or train without --resume to start over"
+            "resume with the same settings and labels, or start over: `biomol-nnp train` without --resume, "
+            "`biomol-nnp demo --restart`, or delete the checkpoint folder"
         )
     return dict(state)
 

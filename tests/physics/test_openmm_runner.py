@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from biomol_nnp.config import SimulationSettings, SystemSettings
-from biomol_nnp.exceptions import InputError, SimulationError
+from biomol_nnp.exceptions import ConfigError, InputError, SimulationError
 from biomol_nnp.qm.configurations import read_configurations
 from biomol_nnp.simulate.runner import build_mixed_system, region_atoms, run_md
 from biomol_nnp.simulate.uncertainty import ensemble_uncertainty, member_energies_forces
@@ -214,3 +214,14 @@ def test_nan_guard_saves_last_good_state(water_box, tmp_path):
         run_md(SystemSettings(), settings, tmp_path / "nan")
     state = openmm.XmlSerializer.deserialize((tmp_path / "nan" / "last_good_state.xml").read_text())
     assert np.isfinite(state.getPositions(asNumpy=True)._value).all()
+
+
+def test_resume_refuses_a_changed_model_file(water_box, tmp_path):
+    model = make_toy_model(tmp_path / "model.pt")
+    settings = SimulationSettings(
+        model_path=model, prepared_dir=water_box, steps=10, report_interval=10, minimize_iterations=0
+    )
+    run_md(SystemSettings(), settings, tmp_path / "run")
+    make_toy_model(model, ensemble_size=2)  # another model at the same path
+    with pytest.raises(ConfigError, match="is not the one the checkpointed run .* used"):
+        run_md(SystemSettings(), settings.model_copy(update={"steps": 20}), tmp_path / "run", resume=True)
