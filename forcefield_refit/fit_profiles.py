@@ -155,15 +155,49 @@ def profile_fit_data(
         quads = dihedrals_by_label(molecule.topology, atom_labels(molecule.topology, mm_forcefield, by), fit_types)
     else:
         quads = {tuple(k): [tuple(q) for q in v] for k, v in fit_dihedrals.items() if v}  # type: ignore[misc]
-    removable = [q for qs in quads.values() for q in qs if _has_terms(system, q)]
-    baseline = evaluate_profile(openmm_energy_function(remove_torsions(system, removable)), profile.positions)
+    data, baseline = fit_data_on_geometries(name, system, quads, profile.energies_kj, profile.positions)
     original = evaluate_profile(openmm_energy_function(system), profile.positions)
-    angles = {
-        t: np.degrees([[dihedral(frame, q) for q in qs] for frame in profile.positions]) for t, qs in quads.items()
-    }
-    data = TorsionFitData(name, profile.energies_kj - baseline, angles, weight_energy_kj=profile.energies_kj)
     logger.info("profile %s: %d points, fitted types %s", name, len(profile.angles_deg), list(quads))
     return ScannedProfile(name, profile, baseline, original, data)
+
+
+def baseline_system(system: openmm.System, dihedrals: Mapping[TypeQuad, Sequence[AtomQuad]]) -> openmm.System:
+    """Copy of ``system`` without the torsion terms of the fitted dihedrals (those that have terms)."""
+    removable = [q for qs in dihedrals.values() for q in qs if _has_terms(system, q)]
+    return remove_torsions(system, removable)
+
+
+def fit_data_on_geometries(
+    name: str,
+    system: openmm.System,
+    dihedrals: Mapping[TypeQuad, Sequence[AtomQuad]],
+    reference_kj: np.ndarray,
+    positions: np.ndarray,
+) -> tuple[TorsionFitData, np.ndarray]:
+    """``target = reference - E_MM(without the fitted dihedrals)`` and the fitted angles on given geometries.
+
+    Parameters
+    ----------
+    name : str
+        Profile label.
+    system : openmm.System
+        Full MM System of the molecule.
+    dihedrals : mapping
+        ``{series key: [atom quadruples]}`` fitted (their terms are removed from the baseline).
+    reference_kj : np.ndarray
+        ``[K]`` reference energies, kJ/mol (relative).
+    positions : np.ndarray
+        ``[K, N, 3]`` nm: the reference's relaxed geometries, or MM-relaxed ones (iterative refit).
+
+    Returns
+    -------
+    (TorsionFitData, np.ndarray)
+        Fit data (Boltzmann weights on the reference energies) and the relative baseline ``[K]`` kJ/mol.
+    """
+    baseline = evaluate_profile(openmm_energy_function(baseline_system(system, dihedrals)), positions)
+    angles = {t: np.degrees([[dihedral(frame, q) for q in qs] for frame in positions]) for t, qs in dihedrals.items()}
+    reference = np.asarray(reference_kj, dtype=float)
+    return TorsionFitData(name, reference - baseline, angles, weight_energy_kj=reference), baseline
 
 
 def _has_terms(system: openmm.System, quad: Sequence[int]) -> bool:

@@ -374,3 +374,64 @@ def evaluate_profile(
         )
     energies = np.array([energy_fn(frame)[0] for frame in stack], dtype=float)
     return energies - energies.min() if relative else energies
+
+
+def relax_points(
+    energy_fn: EnergyFunction,
+    profile: TorsionProfile,
+    restraint_k: float = 2000.0,
+    max_iterations: int = 500,
+) -> TorsionProfile:
+    """Relax every point of an existing scan on another surface, each from its own geometry.
+
+    Each frame of ``profile.positions`` is minimised on ``energy_fn`` with the scanned dihedral restrained
+    exactly as the scan restrained it (same grid angle ``profile.angles_deg``, same ``restraint_k``),
+    independently of its neighbours: on the surface that made the scan the frames stay where they are, on
+    another surface the result is that surface's relaxed profile under the same protocol (what BespokeFit
+    and ForceBalance compare when they refit against a relaxed QM scan). Restraining at the *achieved*
+    angle instead would move every point further toward its unrestrained minimum.
+
+    Parameters
+    ----------
+    energy_fn : EnergyFunction
+        Surface to relax on (e.g. the refit MM System), kJ/mol and kJ/mol/nm.
+    profile : TorsionProfile
+        Scan whose geometries start the relaxations (e.g. a reference relaxed scan).
+    restraint_k : float
+        Harmonic restraint constant, kJ/mol/rad^2.
+    max_iterations : int
+        L-BFGS-B iteration cap per point.
+
+    Returns
+    -------
+    TorsionProfile
+        Same ``angles_deg`` as the input; energies of ``energy_fn`` (unrestrained, relative to
+        their minimum) on the relaxed geometries.
+    """
+    stack = np.asarray(profile.positions, dtype=float)
+    targets = np.asarray(profile.angles_deg, dtype=float)
+    if stack.ndim != 3 or stack.shape[0] != targets.size:
+        raise RefitInputError(
+            f"profile.positions has shape {stack.shape} for {targets.size} angles; allowed: [K, N, 3] with one "
+            "frame per scan angle. Hint: pass a TorsionProfile from torsion_scan()."
+        )
+    _validate_scan_input(stack[0], profile.dihedral_atoms, targets, restraint_k, max_iterations)
+    atoms = tuple(int(i) for i in profile.dihedral_atoms)
+    frames, energies, achieved, restraint = [], [], [], []
+    for start, target_deg in zip(stack, targets, strict=True):
+        target = float(np.radians(target_deg))
+        relaxed = _relax(energy_fn, start, atoms, target, restraint_k, max_iterations)
+        phi = dihedral(relaxed, atoms)
+        frames.append(relaxed)
+        energies.append(energy_fn(relaxed)[0])
+        achieved.append(np.degrees(phi))
+        restraint.append(0.5 * restraint_k * float(wrap_angle(phi - target)) ** 2)
+    energy_array = np.asarray(energies)
+    return TorsionProfile(
+        angles_deg=targets.copy(),
+        energies_kj=energy_array - energy_array.min(),
+        achieved_angles_deg=np.asarray(achieved),
+        positions=np.stack(frames),
+        dihedral_atoms=atoms,  # type: ignore[arg-type]
+        restraint_energies_kj=np.asarray(restraint),
+    )
