@@ -15,6 +15,7 @@ so OpenMM copies only those positions into the callback.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Sequence
@@ -27,7 +28,7 @@ import openmm.unit as u
 import torch
 
 from biomol_nnp.exceptions import InputError, SimulationError
-from biomol_nnp.models.environment import candidate_atoms, embedding_environment, nearby_candidates
+from biomol_nnp.models.environment import embedding_environment, nearby_candidates
 from biomol_nnp.qm.sampling import minimum_image
 
 logger = logging.getLogger(__name__)
@@ -37,6 +38,23 @@ BACKENDS = ("python", "torch")
 
 NNP_FORCE_NAME = "BiomolNNP"
 """``Force.getName()`` of the model force (NNP energy of the region plus its embedding energy)."""
+
+
+@dataclasses.dataclass
+class ModelInputs:
+    """The model's inputs for one configuration (nm, e), see :meth:`ModelForceCallback.model_inputs`.
+
+    ``candidates`` [K, 3] are the MM atoms ``candidate_index`` (into the callback's MM atoms) that may
+    see the region; ``mm_positions`` and ``mm_charges`` are the ones within the cutoff, imaged and
+    switched, which are MM atoms ``mm_index``.
+    """
+
+    region: torch.Tensor
+    candidates: torch.Tensor
+    candidate_index: np.ndarray
+    mm_positions: torch.Tensor
+    mm_charges: torch.Tensor
+    mm_index: np.ndarray
 
 
 class ModelForceCallback:
@@ -185,30 +203,21 @@ class ModelForceCallback:
         forces : numpy.ndarray, shape (N + M, 3)
             kJ/mol/nm.
         """
-        if self._module is None:
-            self._load()
-        n_ml = len(self.ml_atoms)
         positions = np.asarray(positions_nm, dtype=np.float64)
-        box_np = None if box_nm is None else np.asarray(box_nm, dtype=np.float64)
-        region, subset, local, images = local_environment(
-            positions, n_ml, self._anchors(), self._molecules_np, box_np, self.cutoff_nm
-        )
         previous_threads = torch.get_num_threads()
         if previous_threads != self.torch_threads:
             torch.set_num_threads(self.torch_threads)
         try:
-            region_t = torch.from_numpy(region).requires_grad_(True)
-            local_t = torch.from_numpy(local).requires_grad_(True)
-            mm_positions, mm_charges, _ = self._select(region_t, local_t, subset, box_np, images)
-            energy = self._module(
-                region_t,
+            inputs = self.model_inputs(positions, box_nm, requires_grad=True)
+            energy = self.module(
+                inputs.region,
                 self._tensors["atomic_numbers"],
                 self._tensors["total_charge"],
-                mm_positions,
-                mm_charges,
+                inputs.mm_positions,
+                inputs.mm_charges,
                 self._tensors["no_box"],
             )
-            gradients = torch.autograd.grad(energy, (region_t, local_t), allow_unused=True)
+            gradients = torch.autograd.grad(energy, (inputs.region, inputs.candidates), allow_unused=True)
         finally:
             if previous_threads != self.torch_threads:
                 torch.set_num_threads(previous_threads)
@@ -219,11 +228,44 @@ class ModelForceCallback:
                 "the structure has probably exploded: lower the time step or minimise first"
             )
         forces = np.zeros_like(positions)
+        n_ml = len(self.ml_atoms)
         if gradients[0] is not None:
             forces[:n_ml] = -gradients[0].numpy()
         if gradients[1] is not None:
-            forces[n_ml + subset] = -gradients[1].numpy()
+            forces[n_ml + inputs.candidate_index] = -gradients[1].numpy()
         return value, forces
+
+    @property
+    def module(self) -> torch.jit.ScriptModule:
+        """The deployed model as this callback runs it (loaded on first use; no weight gradients)."""
+        if self._module is None:
+            self._load()
+        assert self._module is not None
+        return self._module
+
+    def model_inputs(
+        self, positions_nm: np.ndarray, box_nm: np.ndarray | None, requires_grad: bool = False
+    ) -> ModelInputs:
+        """What the model is given for particle positions [N + M, 3] nm (ML atoms, then MM charges).
+
+        The region made whole, and the whole MM molecules within the embedding cutoff imaged next to it
+        with switched charges; ``box_nm`` [3, 3] nm or None. With ``requires_grad`` the region and the
+        candidate MM positions are leaves whose gradients give the forces.
+        """
+        self.module  # noqa: B018 - loads the model and the tensors the selection uses
+        box = None if box_nm is None else np.asarray(box_nm, dtype=np.float64)
+        region, subset, local, images = local_environment(
+            np.asarray(positions_nm, dtype=np.float64),
+            len(self.ml_atoms),
+            self._anchors(),
+            self._molecules_np,
+            box,
+            self.cutoff_nm,
+        )
+        region_t = torch.from_numpy(region).requires_grad_(requires_grad)
+        local_t = torch.from_numpy(local).requires_grad_(requires_grad)
+        mm_positions, mm_charges, kept = self._select(region_t, local_t, subset, box, images)
+        return ModelInputs(region_t, local_t, subset, mm_positions, mm_charges, subset[kept.numpy()])
 
     def _select(
         self,
@@ -252,21 +294,6 @@ class ModelForceCallback:
             self.switch_width_nm,
             None if images is None else torch.from_numpy(images),
         )
-
-    def _environment(
-        self, region: torch.Tensor, mm_positions: torch.Tensor, box: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """:meth:`_select` over all MM atoms ``mm_positions`` [M, 3] nm (molecules whole; ``box`` [3, 3] or
-        empty): imaged positions, switched charges and the kept indices into the M MM atoms."""
-        if self._module is None:
-            self._load()
-        box_np = box.detach().numpy() if box.shape[0] == 3 else None
-        subset = candidate_atoms(
-            region.detach().numpy(), mm_positions.detach().numpy(), self._molecules_np, box_np, self.cutoff_nm
-        )
-        index = torch.from_numpy(subset)
-        imaged, charges, kept = self._select(region, mm_positions.index_select(0, index), subset, box_np)
-        return imaged, charges, index[kept]
 
     def _anchors(self) -> np.ndarray:
         """Anchor atom of each MM atom's molecule, cached (not pickled: rebuilt after loading)."""
@@ -362,17 +389,6 @@ def local_environment(
     if box is not None and len(subset):  # whole molecules are in the subset, so are their anchors
         local = whole_molecules(local, np.searchsorted(subset, anchors[subset]), box)
     return region, subset, local, images
-
-
-def unwrap_periodic(positions: np.ndarray, n_region: int, anchors: np.ndarray, box: np.ndarray) -> np.ndarray:
-    """A copy of ``positions`` [n_region + M, 3] nm with the region whole (minimum image relative to its first
-    atom) and each of the M MM molecules whole (:func:`whole_molecules`); every shift is a lattice vector."""
-    out = np.array(positions, dtype=np.float64, copy=True)
-    region = out[:n_region]
-    out[:n_region] = region[0] + minimum_image(region - region[0], box)
-    if len(out) > n_region:
-        out[n_region:] = whole_molecules(out[n_region:], anchors, box)
-    return out
 
 
 def force_callback(force: openmm.PythonForce) -> Any:

@@ -225,40 +225,32 @@ class ModelMonitor:
 
     def evaluate(self, positions_nm: np.ndarray, box_nm: np.ndarray | None) -> MonitorValues:
         """Values for whole-System positions ``[n_atoms, 3]`` nm and box ``[3, 3]`` nm (None: no PBC)."""
-        from biomol_nnp.openmm.backend import unwrap_periodic
-
         cb = self.callback
-        if cb._module is None:
-            cb._load()
-        n = len(cb.ml_atoms)
-        positions = np.asarray(positions_nm, dtype=np.float64)[cb.ml_atoms + cb.mm_atoms]
-        box = None
-        if cb.periodic and box_nm is not None:
-            positions = unwrap_periodic(positions, n, cb._anchors(), np.asarray(box_nm, dtype=np.float64))
-            box = torch.from_numpy(np.asarray(box_nm, dtype=np.float64))
-        tensors = torch.from_numpy(positions)
+        particles = np.asarray(positions_nm, dtype=np.float64)[cb.ml_atoms + cb.mm_atoms]
         with torch.no_grad():
-            mm_pos, mm_q, kept = cb._environment(
-                tensors[:n], tensors[n:], box if box is not None else cb._tensors["no_box"]
-            )
+            inputs = cb.model_inputs(particles, box_nm if cb.periodic else None)
             empty = torch.zeros((0, 3), dtype=torch.float64)
-            vacuum = float(
-                cb._module(
-                    tensors[:n], cb._tensors["atomic_numbers"], cb._tensors["total_charge"], empty, empty[:, 0], empty
-                )
-            )
+            numbers = torch.as_tensor(cb.atomic_numbers, dtype=torch.int64)
+            charge = torch.tensor(float(cb.total_charge), dtype=torch.float64)
+            vacuum = float(cb.module(inputs.region, numbers, charge, empty, empty[:, 0], empty))
         energy_std = max_force_std = float("nan")
         if self.uncertainty:
             energy_std, max_force_std = ensemble_uncertainty(
-                cb._module, tensors[:n], cb.atomic_numbers, cb.total_charge, mm_pos, mm_q, None
+                cb.module,
+                inputs.region,
+                cb.atomic_numbers,
+                cb.total_charge,
+                inputs.mm_positions,
+                inputs.mm_charges,
+                None,
             )
-        mm_index = np.asarray(cb.mm_atoms, dtype=np.int64)[kept.numpy()] if len(cb.mm_atoms) else np.zeros(0, np.int64)
+        mm_index = np.asarray(cb.mm_atoms, dtype=np.int64)[inputs.mm_index]
         return MonitorValues(
             vacuum,
             energy_std,
             max_force_std,
-            positions[:n].copy(),
-            mm_pos.numpy().copy(),
-            mm_q.numpy().copy(),
+            inputs.region.detach().numpy().copy(),
+            inputs.mm_positions.detach().numpy().copy(),
+            inputs.mm_charges.detach().numpy().copy(),
             mm_index,
         )
