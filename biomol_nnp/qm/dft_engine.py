@@ -17,13 +17,8 @@ import numpy as np
 
 from biomol_nnp.config import DFTSettings, LabelSettings
 from biomol_nnp.exceptions import QMCalculationError
-from biomol_nnp.qm.engine import QMResult, validate_inputs
-from biomol_nnp.units import (
-    BOHR_TO_NM,
-    HARTREE_PER_BOHR_TO_KJ_PER_MOL_NM,
-    HARTREE_TO_KJ_PER_MOL,
-    NM_TO_BOHR,
-)
+from biomol_nnp.qm.engine import EngineBase, EngineInputs, QMResult, result_from_atomic_units
+from biomol_nnp.units import NM_TO_BOHR
 
 logger = logging.getLogger(__name__)
 
@@ -33,8 +28,12 @@ MIN_DISTANCE_NM = 0.03
 _INSTALL_HINT = "pip install pyscf pyscf-dispersion"
 
 
-class DFTEngine:
+class DFTEngine(EngineBase):
     """DFT energies, forces (on atoms and point charges), Mulliken charges and dipoles with PySCF.
+
+    ``compute`` (:meth:`EngineBase.compute`) does not use ``mm_numbers``; it refuses overlapping
+    atoms (``InputError``) and raises :class:`~biomol_nnp.exceptions.QMCalculationError` when the
+    SCF does not converge or PySCF fails (e.g. a basis that lacks an element).
 
     Parameters
     ----------
@@ -46,7 +45,8 @@ class DFTEngine:
     --------
     >>> import numpy as np
     >>> from biomol_nnp.config import DFTSettings
-    >>> engine = DFTEngine(LabelSettings(method="DFT", dft=DFTSettings(functional="HF", basis="sto-3g")))
+    >>> dft = DFTSettings(functional="HF", basis="sto-3g", dispersion="none", density_fitting=False)
+    >>> engine = DFTEngine(LabelSettings(method="DFT", dft=dft))
     >>> engine.method, engine.basis
     ('HF', 'sto-3g')
     >>> water = np.array([[0.0, 0.0, -0.0066], [0.0759, 0.0, 0.0521], [-0.0759, 0.0, 0.0521]])
@@ -55,7 +55,9 @@ class DFTEngine:
     """
 
     engine_name = "pyscf"
-    supports_point_charges = True
+    distribution = "pyscf"
+    max_atomic_number = MAX_ATOMIC_NUMBER
+    min_distance_nm = MIN_DISTANCE_NM
 
     def __init__(self, settings: LabelSettings | None = None) -> None:
         self.settings = settings if settings is not None else LabelSettings(method="DFT")
@@ -76,44 +78,7 @@ class DFTEngine:
         """Basis set, plus ``"(RI)"`` with density fitting."""
         return self.dft.basis + (" (RI)" if self.dft.density_fitting else "")
 
-    @property
-    def engine_version(self) -> str:
-        """PySCF version."""
-        from biomol_nnp.qm.xtb_engine import _package_version
-
-        return _package_version("pyscf")
-
-    def compute(
-        self,
-        atomic_numbers: np.ndarray,
-        positions: np.ndarray,
-        total_charge: int = 0,
-        multiplicity: int = 1,
-        mm_positions: np.ndarray | None = None,
-        mm_charges: np.ndarray | None = None,
-        mm_numbers: np.ndarray | None = None,
-    ) -> QMResult:
-        """Single point (see :class:`~biomol_nnp.qm.engine.QMEngine`); ``mm_numbers`` is not used.
-
-        Raises
-        ------
-        InputError
-            Bad shapes, unknown elements, overlapping atoms or an impossible charge/multiplicity.
-        QMCalculationError
-            The SCF did not converge, or PySCF failed (e.g. a basis that lacks an element).
-        """
-        x = validate_inputs(
-            atomic_numbers,
-            positions,
-            total_charge,
-            multiplicity,
-            mm_positions,
-            mm_charges,
-            mm_numbers,
-            method=self.method,
-            max_atomic_number=MAX_ATOMIC_NUMBER,
-            min_distance_nm=MIN_DISTANCE_NM,
-        )
+    def _compute(self, x: EngineInputs) -> QMResult:
         try:
             from pyscf import lib
         except ImportError as err:  # pragma: no cover - depends on the environment
@@ -121,7 +86,7 @@ class DFTEngine:
         previous = lib.num_threads()
         lib.num_threads(self.settings.threads)
         try:
-            return self._run(x.numbers, x.positions, x.total_charge, x.multiplicity, x.mm_positions, x.mm_charges)
+            return self._run(x)
         except QMCalculationError:
             raise
         except (RuntimeError, ValueError, KeyError, np.linalg.LinAlgError) as err:
@@ -157,21 +122,13 @@ class DFTEngine:
             mf = mf.density_fit()
         return mf
 
-    def _run(
-        self,
-        numbers: np.ndarray,
-        xyz: np.ndarray,
-        charge: int,
-        multiplicity: int,
-        mm_xyz: np.ndarray,
-        mm_q: np.ndarray,
-    ) -> QMResult:
+    def _run(self, x: EngineInputs) -> QMResult:
         from pyscf import qmmm
 
-        mf = self._build(numbers, xyz, charge, multiplicity)
-        n_mm = mm_q.size
+        mf = self._build(x.numbers, x.positions, x.total_charge, x.multiplicity)
+        n_mm = x.n_mm
         if n_mm:
-            mf = qmmm.mm_charge(mf, mm_xyz * NM_TO_BOHR, mm_q, unit="Bohr")
+            mf = qmmm.mm_charge(mf, x.mm_positions * NM_TO_BOHR, x.mm_charges, unit="Bohr")
         energy = float(mf.kernel())
         if not mf.converged:
             raise QMCalculationError(
@@ -187,12 +144,6 @@ class DFTEngine:
             pc_gradient = np.asarray(grad.grad_hcore_mm(dm_total) + grad.grad_nuc_mm(), dtype=np.float64)
         _, charges = mf.mulliken_pop(verbose=0)
         dipole = np.asarray(mf.dip_moment(unit="AU", verbose=0), dtype=np.float64)
-        if not (np.isfinite(energy) and np.all(np.isfinite(gradient)) and np.all(np.isfinite(pc_gradient))):
-            raise QMCalculationError(f"{self.method}/{self.dft.basis} returned a non-finite energy or gradient")
-        return QMResult(
-            energy=energy * HARTREE_TO_KJ_PER_MOL,
-            forces=-gradient * HARTREE_PER_BOHR_TO_KJ_PER_MOL_NM,
-            mm_forces=-pc_gradient * HARTREE_PER_BOHR_TO_KJ_PER_MOL_NM,
-            charges=np.asarray(charges, dtype=np.float64).copy(),
-            dipole=dipole * BOHR_TO_NM,
+        return result_from_atomic_units(
+            energy, gradient, pc_gradient, charges, dipole, f"{self.method}/{self.dft.basis}"
         )

@@ -1,7 +1,9 @@
 """The QM engine interface, its result type, shared input checks and the registry of methods.
 
 Every engine takes and returns OpenMM units (nm, kJ/mol, kJ/mol/nm, e, e*nm); Bohr and Hartree
-exist only inside the engine modules, converted once with the constants of :mod:`biomol_nnp.units`.
+exist only inside the engine modules, converted once with the constants of :mod:`biomol_nnp.units`
+(results by :func:`result_from_atomic_units`). The built-in engines derive from :class:`EngineBase`,
+whose ``compute`` checks the inputs (:func:`validate_inputs`) before the engine's ``_compute``.
 
 >>> sorted(available_methods())
 ['DFT', 'GFN2-xTB', 'GFN2-xTB-tblite', 'MM']
@@ -18,7 +20,8 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from biomol_nnp.config import LabelSettings
-from biomol_nnp.exceptions import InputError
+from biomol_nnp.exceptions import InputError, QMCalculationError
+from biomol_nnp.units import BOHR_TO_NM, HARTREE_PER_BOHR_TO_KJ_PER_MOL_NM, HARTREE_TO_KJ_PER_MOL
 
 logger = logging.getLogger(__name__)
 
@@ -275,6 +278,143 @@ def validate_inputs(
     if mm_z.shape != (n_mm,):
         raise InputError(f"mm_numbers must have shape {(n_mm,)}, got {mm_z.shape}")
     return EngineInputs(numbers, xyz, int(total_charge), int(multiplicity), mm_xyz, mm_q, mm_z)
+
+
+def package_version(distribution: str) -> str:
+    """Installed version of a Python distribution, or ``"unknown"``."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(distribution)
+    except PackageNotFoundError:
+        return "unknown"
+
+
+class EngineBase:
+    """The ``compute`` of the built-in engines: input checks, then the engine's own ``_compute``.
+
+    A subclass sets ``method`` and the class attributes below (they are the keyword arguments of
+    :func:`validate_inputs`) and implements ``_compute(inputs: EngineInputs) -> QMResult``.
+
+    Attributes
+    ----------
+    distribution : str
+        Python distribution of the program, whose installed version is ``engine_version``.
+    max_atomic_number : int
+        Heaviest element the method accepts.
+    supports_point_charges : bool
+        Whether point charges are accepted.
+    require_mm_numbers : bool
+        Whether point charges need their elements (``mm_numbers``).
+    min_distance_nm : float or None
+        Refuse region atoms closer than this, nm.
+    """
+
+    distribution: str = ""
+    max_atomic_number: int = 118
+    supports_point_charges: bool = True
+    require_mm_numbers: bool = False
+    min_distance_nm: float | None = None
+
+    @property
+    def method(self) -> str:
+        """Level of theory (set by the subclass)."""
+        raise NotImplementedError
+
+    @property
+    def engine_version(self) -> str:
+        """Installed version of ``distribution``, or ``"unknown"``."""
+        return package_version(self.distribution)
+
+    @property
+    def input_label(self) -> str:
+        """Name of the method in input error messages; ``method`` unless a subclass says otherwise."""
+        return self.method
+
+    def compute(
+        self,
+        atomic_numbers: np.ndarray,
+        positions: np.ndarray,
+        total_charge: int = 0,
+        multiplicity: int = 1,
+        mm_positions: np.ndarray | None = None,
+        mm_charges: np.ndarray | None = None,
+        mm_numbers: np.ndarray | None = None,
+    ) -> QMResult:
+        """Single point (see :meth:`QMEngine.compute`) after :func:`validate_inputs` with this engine's rules.
+
+        Raises
+        ------
+        InputError
+            Bad shapes, NaN, unknown elements, an impossible charge/multiplicity, overlapping atoms,
+            or point charges the engine cannot take (all before any calculation).
+        QMCalculationError
+            The calculation failed (see the engine).
+        """
+        inputs = validate_inputs(
+            atomic_numbers,
+            positions,
+            total_charge,
+            multiplicity,
+            mm_positions,
+            mm_charges,
+            mm_numbers,
+            method=self.input_label,
+            max_atomic_number=self.max_atomic_number,
+            require_mm_numbers=self.require_mm_numbers,
+            supports_point_charges=self.supports_point_charges,
+            min_distance_nm=self.min_distance_nm,
+        )
+        return self._compute(inputs)
+
+    def _compute(self, inputs: EngineInputs) -> QMResult:
+        raise NotImplementedError
+
+
+def result_from_atomic_units(
+    energy: float,
+    gradient: np.ndarray,
+    pc_gradient: np.ndarray,
+    charges: np.ndarray,
+    dipole: np.ndarray,
+    what: str,
+) -> QMResult:
+    """The :class:`QMResult` of a calculation in atomic units (Hartree, Hartree/Bohr, e, e*Bohr).
+
+    Parameters
+    ----------
+    energy : float
+        Hartree.
+    gradient, pc_gradient : numpy.ndarray, shape (N, 3) and (M, 3)
+        Energy gradients on the region atoms and on the point charges, Hartree/Bohr.
+    charges : numpy.ndarray, shape (N,)
+        e.
+    dipole : numpy.ndarray, shape (3,)
+        e*Bohr.
+    what : str
+        The calculation, for the error message (e.g. ``"GFN2-xTB"``).
+
+    Raises
+    ------
+    QMCalculationError
+        A non-finite energy or gradient.
+
+    Examples
+    --------
+    >>> result_from_atomic_units(-1.0, np.zeros((1, 3)), np.zeros((0, 3)), np.zeros(1), np.ones(3), "x").dipole
+    array([0.05291772, 0.05291772, 0.05291772])
+    """
+    gradient = np.asarray(gradient, dtype=np.float64)
+    pc_gradient = np.asarray(pc_gradient, dtype=np.float64)
+    if not (np.isfinite(energy) and np.all(np.isfinite(gradient)) and np.all(np.isfinite(pc_gradient))):
+        raise QMCalculationError(f"{what} returned a non-finite energy or gradient")
+    return QMResult(
+        energy=float(energy) * HARTREE_TO_KJ_PER_MOL,
+        forces=-gradient * HARTREE_PER_BOHR_TO_KJ_PER_MOL_NM,
+        mm_forces=-pc_gradient * HARTREE_PER_BOHR_TO_KJ_PER_MOL_NM,
+        charges=np.asarray(charges, dtype=np.float64).copy(),
+        dipole=np.asarray(dipole, dtype=np.float64) * BOHR_TO_NM,
+    )
 
 
 EngineFactory = Callable[[LabelSettings], QMEngine]

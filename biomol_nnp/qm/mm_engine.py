@@ -27,7 +27,7 @@ import numpy as np
 
 from biomol_nnp.config import LabelSettings
 from biomol_nnp.exceptions import ConfigError, InputError
-from biomol_nnp.qm.engine import QMResult, validate_inputs
+from biomol_nnp.qm.engine import EngineBase, EngineInputs, QMResult
 from biomol_nnp.units import ELECTROSTATIC_CONSTANT
 
 logger = logging.getLogger(__name__)
@@ -37,8 +37,11 @@ CHARGE_TOLERANCE = 1e-3
 """Largest accepted difference between ``total_charge`` and the System's charge sum, e."""
 
 
-class MMEngine:
+class MMEngine(EngineBase):
     """Energy and forces of an OpenMM System, with a direct Coulomb sum for MM point charges.
+
+    ``compute`` (:meth:`EngineBase.compute`) raises ``InputError`` also for a particle count that
+    differs from the System's, or a ``total_charge`` that is not the sum of the System's charges.
 
     Parameters
     ----------
@@ -58,7 +61,7 @@ class MMEngine:
     method = "MM"
     basis = ""
     engine_name = "openmm"
-    supports_point_charges = True
+    max_atomic_number = MAX_ATOMIC_NUMBER
 
     def __init__(self, system: Any, platform: str = "Reference") -> None:
         import openmm
@@ -109,37 +112,9 @@ class MMEngine:
             self._charges = charges
         return self._context
 
-    def compute(
-        self,
-        atomic_numbers: np.ndarray,
-        positions: np.ndarray,
-        total_charge: int = 0,
-        multiplicity: int = 1,
-        mm_positions: np.ndarray | None = None,
-        mm_charges: np.ndarray | None = None,
-        mm_numbers: np.ndarray | None = None,
-    ) -> QMResult:
-        """Energy (kJ/mol) and forces (kJ/mol/nm) of the System, plus the Coulomb sum with point charges.
-
-        Raises
-        ------
-        InputError
-            Bad shapes, a particle count that differs from the System's, or a ``total_charge`` that
-            is not the sum of the System's charges.
-        """
+    def _compute(self, x: EngineInputs) -> QMResult:
         from openmm import unit
 
-        x = validate_inputs(
-            atomic_numbers,
-            positions,
-            total_charge,
-            multiplicity,
-            mm_positions,
-            mm_charges,
-            mm_numbers,
-            method="MM",
-            max_atomic_number=MAX_ATOMIC_NUMBER,
-        )
         context = self._ensure_context()
         q = self._charges if self._charges is not None else np.zeros(0)
         n = x.numbers.size

@@ -13,13 +13,8 @@ import numpy as np
 
 from biomol_nnp.config import LabelSettings
 from biomol_nnp.exceptions import QMCalculationError
-from biomol_nnp.qm.engine import QMResult, validate_inputs
-from biomol_nnp.units import (
-    BOHR_TO_NM,
-    HARTREE_PER_BOHR_TO_KJ_PER_MOL_NM,
-    HARTREE_TO_KJ_PER_MOL,
-    NM_TO_BOHR,
-)
+from biomol_nnp.qm.engine import EngineBase, EngineInputs, QMResult, result_from_atomic_units
+from biomol_nnp.units import NM_TO_BOHR
 
 logger = logging.getLogger(__name__)
 
@@ -31,8 +26,12 @@ MAX_ATOMIC_NUMBER = 86
 _INSTALL_HINT = "pip install tblite (or conda install -c conda-forge tblite-python)"
 
 
-class TBLiteEngine:
+class TBLiteEngine(EngineBase):
     """GFN2-xTB energies, forces, Mulliken charges and dipoles through tblite (no point charges).
+
+    ``compute`` (:meth:`EngineBase.compute`) refuses point charges (``InputError``) and raises
+    :class:`~biomol_nnp.exceptions.QMCalculationError` when tblite refuses the structure or the SCC
+    does not converge.
 
     Parameters
     ----------
@@ -50,49 +49,15 @@ class TBLiteEngine:
     method = "GFN2-xTB"
     basis = ""
     engine_name = "tblite"
+    distribution = "tblite"
+    input_label = "GFN2-xTB (tblite)"
+    max_atomic_number = MAX_ATOMIC_NUMBER
     supports_point_charges = False
 
     def __init__(self, settings: LabelSettings | None = None) -> None:
         self.settings = settings if settings is not None else LabelSettings()
 
-    @property
-    def engine_version(self) -> str:
-        """Version of the tblite distribution."""
-        from biomol_nnp.qm.xtb_engine import _package_version
-
-        return _package_version("tblite")
-
-    def compute(
-        self,
-        atomic_numbers: np.ndarray,
-        positions: np.ndarray,
-        total_charge: int = 0,
-        multiplicity: int = 1,
-        mm_positions: np.ndarray | None = None,
-        mm_charges: np.ndarray | None = None,
-        mm_numbers: np.ndarray | None = None,
-    ) -> QMResult:
-        """Single point of the region in vacuum (see :class:`~biomol_nnp.qm.engine.QMEngine`).
-
-        Raises
-        ------
-        InputError
-            Bad shapes, unknown elements, impossible charge/multiplicity, or point charges given.
-        QMCalculationError
-            tblite refused the structure or the SCC did not converge.
-        """
-        x = validate_inputs(
-            atomic_numbers,
-            positions,
-            total_charge,
-            multiplicity,
-            mm_positions,
-            mm_charges,
-            mm_numbers,
-            method="GFN2-xTB (tblite)",
-            max_atomic_number=MAX_ATOMIC_NUMBER,
-            supports_point_charges=False,
-        )
+    def _compute(self, x: EngineInputs) -> QMResult:
         try:
             from tblite.exceptions import TBLiteRuntimeError, TBLiteValueError
             from tblite.interface import Calculator
@@ -120,13 +85,5 @@ class TBLiteEngine:
                 charges = np.asarray(res.get("charges"), dtype=np.float64)
                 dipole = np.asarray(res.get("dipole"), dtype=np.float64)
         except (TBLiteRuntimeError, TBLiteValueError) as err:
-            raise QMCalculationError(f"GFN2-xTB (tblite) failed: {' '.join(str(err).split())}") from err
-        if not (np.isfinite(energy) and np.all(np.isfinite(gradient))):
-            raise QMCalculationError("GFN2-xTB (tblite) returned a non-finite energy or gradient")
-        return QMResult(
-            energy=energy * HARTREE_TO_KJ_PER_MOL,
-            forces=-gradient * HARTREE_PER_BOHR_TO_KJ_PER_MOL_NM,
-            mm_forces=np.zeros((0, 3)),
-            charges=charges.copy(),
-            dipole=dipole * BOHR_TO_NM,
-        )
+            raise QMCalculationError(f"{self.input_label} failed: {' '.join(str(err).split())}") from err
+        return result_from_atomic_units(energy, gradient, np.zeros((0, 3)), charges, dipole, self.input_label)

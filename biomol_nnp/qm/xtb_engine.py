@@ -21,27 +21,18 @@ import numpy as np
 
 from biomol_nnp.config import LabelSettings
 from biomol_nnp.exceptions import QMCalculationError
-from biomol_nnp.qm.engine import QMResult, check_charge_multiplicity, validate_inputs
-from biomol_nnp.units import (
-    BOHR_TO_NM,
-    HARTREE_PER_BOHR_TO_KJ_PER_MOL_NM,
-    HARTREE_TO_KJ_PER_MOL,
-    NM_TO_BOHR,
+from biomol_nnp.qm.engine import (
+    EngineBase,
+    EngineInputs,
+    QMResult,
+    check_charge_multiplicity,
+    result_from_atomic_units,
 )
+from biomol_nnp.units import NM_TO_BOHR
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["MAX_ATOMIC_NUMBER", "QMResult", "XTBEngine", "check_charge_multiplicity", "set_xtb_threads"]
-
-
-def _package_version(distribution: str) -> str:
-    """Installed version of a distribution, or "unknown"."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(distribution)
-    except PackageNotFoundError:
-        return "unknown"
 
 
 MAX_ATOMIC_NUMBER = 86
@@ -115,8 +106,13 @@ def _pc_gradient_function() -> Callable[..., None]:
     )
 
 
-class XTBEngine:
+class XTBEngine(EngineBase):
     """GFN2-xTB energies, forces, charges and dipoles, optionally in the field of MM point charges.
+
+    ``compute`` (:meth:`EngineBase.compute`) gives xtb ``uhf = multiplicity - 1`` unpaired electrons
+    and needs ``mm_numbers`` with point charges: xtb damps each charge according to its element. It
+    raises :class:`~biomol_nnp.exceptions.QMCalculationError` when xtb refuses the structure or the
+    SCC does not converge.
 
     Parameters
     ----------
@@ -136,102 +132,32 @@ class XTBEngine:
     method = "GFN2-xTB"
     basis = ""
     engine_name = "xtb-python"
-    supports_point_charges = True
+    distribution = "xtb"
+    max_atomic_number = MAX_ATOMIC_NUMBER
+    require_mm_numbers = True
 
     def __init__(self, settings: LabelSettings | None = None) -> None:
         self.settings = settings if settings is not None else LabelSettings.model_validate({})
 
-    @property
-    def engine_version(self) -> str:
-        """Version of the xtb-python distribution."""
-        return _package_version("xtb")
-
-    def compute(
-        self,
-        atomic_numbers: np.ndarray,
-        positions: np.ndarray,
-        total_charge: int = 0,
-        multiplicity: int = 1,
-        mm_positions: np.ndarray | None = None,
-        mm_charges: np.ndarray | None = None,
-        mm_numbers: np.ndarray | None = None,
-    ) -> QMResult:
-        """Run one single point.
-
-        Parameters
-        ----------
-        atomic_numbers : numpy.ndarray, shape (N,)
-            Atomic numbers of the QM atoms.
-        positions : numpy.ndarray, shape (N, 3)
-            QM atom positions, nm.
-        total_charge : int
-            Net charge of the QM region, e.
-        multiplicity : int
-            Spin multiplicity 2S+1 (xtb gets ``uhf = multiplicity - 1`` unpaired electrons).
-        mm_positions : numpy.ndarray, shape (M, 3), optional
-            Point-charge positions, nm.
-        mm_charges : numpy.ndarray, shape (M,), optional
-            Point charges, e.
-        mm_numbers : numpy.ndarray, shape (M,), optional
-            Element of the MM atom carrying each charge; xtb uses it for the short-range damping.
-
-        Returns
-        -------
-        QMResult
-            Energy (kJ/mol), forces on QM atoms and point charges (kJ/mol/nm), charges (e),
-            dipole (e*nm).
-
-        Raises
-        ------
-        InputError
-            Bad shapes, unknown elements or an impossible charge/multiplicity.
-        QMCalculationError
-            xtb refused the structure or the SCC did not converge.
-        """
-        x = validate_inputs(
-            atomic_numbers,
-            positions,
-            total_charge,
-            multiplicity,
-            mm_positions,
-            mm_charges,
-            mm_numbers,
-            method="GFN2-xTB",
-            max_atomic_number=MAX_ATOMIC_NUMBER,
-            require_mm_numbers=True,
-        )
-        return self._run(
-            x.numbers, x.positions, x.total_charge, x.multiplicity, x.mm_positions, x.mm_charges, x.mm_numbers
-        )
-
-    def _run(
-        self,
-        numbers: np.ndarray,
-        xyz: np.ndarray,
-        total_charge: int,
-        multiplicity: int,
-        mm_xyz: np.ndarray,
-        mm_q: np.ndarray,
-        mm_z: np.ndarray,
-    ) -> QMResult:
+    def _compute(self, x: EngineInputs) -> QMResult:
         try:
             from xtb.interface import Calculator, Param, XTBException
             from xtb.libxtb import VERBOSITY_MUTED, ffi
         except ImportError as err:  # pragma: no cover - depends on the environment
             raise QMCalculationError(f"GFN2-xTB labels need xtb-python: {_INSTALL_HINT}") from err
 
-        n_mm = mm_q.size
+        n_mm = x.n_mm
         set_xtb_threads(self.settings.threads)
         try:
             calc = Calculator(
-                Param.GFN2xTB, numbers, xyz * NM_TO_BOHR, charge=float(total_charge), uhf=multiplicity - 1
+                Param.GFN2xTB, x.numbers, x.positions * NM_TO_BOHR, charge=float(x.total_charge), uhf=x.multiplicity - 1
             )
             calc.set_verbosity(VERBOSITY_MUTED)
             calc.set_accuracy(self.settings.accuracy)
             calc.set_max_iterations(self.settings.max_iterations)
             calc.set_electronic_temperature(self.settings.electronic_temperature_k)
             if n_mm:
-                calc.set_external_charges(mm_z, mm_q, np.ascontiguousarray(mm_xyz * NM_TO_BOHR))
+                calc.set_external_charges(x.mm_numbers, x.mm_charges, np.ascontiguousarray(x.mm_positions * NM_TO_BOHR))
             res = calc.singlepoint()
             energy = res.get_energy()
             gradient = res.get_gradient()
@@ -250,12 +176,4 @@ class XTBEngine:
         except XTBException as err:
             reason = " ".join(str(err).split())
             raise QMCalculationError(f"GFN2-xTB failed: {reason}") from err
-        if not (np.isfinite(energy) and np.all(np.isfinite(gradient)) and np.all(np.isfinite(pc_gradient))):
-            raise QMCalculationError("GFN2-xTB returned a non-finite energy or gradient")
-        return QMResult(
-            energy=float(energy) * HARTREE_TO_KJ_PER_MOL,
-            forces=-np.asarray(gradient, dtype=np.float64) * HARTREE_PER_BOHR_TO_KJ_PER_MOL_NM,
-            mm_forces=-pc_gradient * HARTREE_PER_BOHR_TO_KJ_PER_MOL_NM,
-            charges=np.asarray(charges, dtype=np.float64).copy(),
-            dipole=np.asarray(dipole, dtype=np.float64) * BOHR_TO_NM,
-        )
+        return result_from_atomic_units(energy, gradient, pc_gradient, charges, dipole, "GFN2-xTB")

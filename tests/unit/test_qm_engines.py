@@ -8,23 +8,12 @@ import pytest
 from biomol_nnp.config import DFTSettings, LabelSettings
 from biomol_nnp.exceptions import ConfigError, InputError, QMCalculationError
 from biomol_nnp.qm.engine import QMEngine, available_methods, create_engine
+from biomol_nnp.qm.scans import S22_WATER_DIMER_ANGSTROM, WATER_DIMER_NUMBERS
 from biomol_nnp.units import ANGSTROM_TO_NM
 
-# S22 water dimer, Angstrom (see test_qm_xtb_engine.py); atoms 0-2 donor, 3-5 acceptor.
-DIMER_NM = (
-    np.array(
-        [
-            [-1.551007, -0.114520, 0.000000],
-            [-1.934259, 0.762503, 0.000000],
-            [-0.599677, 0.040712, 0.000000],
-            [1.350625, 0.111469, 0.000000],
-            [1.680398, -0.373741, -0.758561],
-            [1.680398, -0.373741, 0.758561],
-        ]
-    )
-    * ANGSTROM_TO_NM
-)
-DIMER_Z = np.array([8, 1, 1, 8, 1, 1])
+# S22 water dimer; atoms 0-2 donor, 3-5 acceptor.
+DIMER_NM = S22_WATER_DIMER_ANGSTROM * ANGSTROM_TO_NM
+DIMER_Z = WATER_DIMER_NUMBERS
 TIP3P_Q = np.array([-0.834, 0.417, 0.417])
 # two point charges next to the donor water (nm, e)
 PC_XYZ = np.array([[0.08, 0.02, 0.22], [0.05, -0.21, 0.05]])

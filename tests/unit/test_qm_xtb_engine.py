@@ -5,24 +5,14 @@ import pytest
 
 from biomol_nnp.config import LabelSettings
 from biomol_nnp.exceptions import InputError, QMCalculationError
+from biomol_nnp.qm.scans import S22_WATER_DIMER_ANGSTROM, WATER_DIMER_NUMBERS
 from biomol_nnp.qm.xtb_engine import QMResult, XTBEngine, check_charge_multiplicity
 from biomol_nnp.units import ANGSTROM_TO_NM, KJ_TO_KCAL
 
 pytest.importorskip("xtb")
 
-# S22 water dimer (Jurecka, Sponer, Cerny, Hobza, PCCP 8, 1985 (2006)), Angstrom, as distributed
-# by the BEGDB database and ase.collections.s22. Atoms 0-2: H-bond donor, atoms 3-5: acceptor.
-S22_WATER_DIMER_ANGSTROM = np.array(
-    [
-        [-1.551007, -0.114520, 0.000000],
-        [-1.934259, 0.762503, 0.000000],
-        [-0.599677, 0.040712, 0.000000],
-        [1.350625, 0.111469, 0.000000],
-        [1.680398, -0.373741, -0.758561],
-        [1.680398, -0.373741, 0.758561],
-    ]
-)
-WATER_DIMER_NUMBERS = np.array([8, 1, 1, 8, 1, 1])
+# S22 water dimer (Jurecka, Sponer, Cerny, Hobza, PCCP 8, 1985 (2006)) as distributed by the BEGDB
+# database and ase.collections.s22, Angstrom (biomol_nnp.qm.scans). Atoms 0-2: H-bond donor, 3-5: acceptor.
 TIP3P_CHARGES = np.array([-0.834, 0.417, 0.417])
 
 
