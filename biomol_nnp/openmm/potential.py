@@ -56,6 +56,65 @@ class EmbeddablePotential(Protocol):
     ) -> openmm.Force: ...
 
 
+def topology_atomic_numbers(
+    topology: openmm.app.Topology,
+    atoms: Iterable[int],
+    what: str,
+    fix: str,
+    error: type[Exception] = InputError,
+) -> list[int]:
+    """Atomic numbers of ``atoms`` of ``topology``.
+
+    Parameters
+    ----------
+    what : str
+        What the atoms are, for the message (e.g. ``"ML"``, ``"MM"``).
+    fix : str
+        What to do about an atom without element, for the message.
+    error : type
+        Exception raised for an atom without element (a virtual site or extra particle).
+
+    Examples
+    --------
+    >>> topology = openmm.app.Topology()
+    >>> residue = topology.addResidue("HOH", topology.addChain())
+    >>> _ = topology.addAtom("O", openmm.app.element.oxygen, residue)
+    >>> topology_atomic_numbers(topology, [0], "ML", "remove it")
+    [8]
+    """
+    topology_atoms = list(topology.atoms())
+    numbers = []
+    for index in atoms:
+        element = topology_atoms[index].element
+        if element is None:
+            raise error(
+                f"{what} atom {index} ({topology_atoms[index].name}) has no element (a virtual site or extra "
+                f"particle); {fix}"
+            )
+        numbers.append(int(element.atomic_number))
+    return numbers
+
+
+def add_vacuum_force(
+    potential: EmbeddablePotential,
+    topology: openmm.app.Topology,
+    system: openmm.System,
+    atoms: Iterable[int] | None,
+    force_group: int,
+    total_charge: float,
+    name: str,
+) -> None:
+    """The ``addForces`` of an :class:`EmbeddablePotential`: its force on ``atoms`` without MM charges.
+
+    ``atoms`` None means all atoms of ``topology``. The force is periodic when the System or the
+    Topology has a periodic box. ``name`` names the potential in the log.
+    """
+    atom_list = list(range(topology.getNumAtoms())) if atoms is None else [int(i) for i in atoms]
+    periodic = system.usesPeriodicBoundaryConditions() or topology.getPeriodicBoxVectors() is not None
+    system.addForce(potential.make_force(topology, atom_list, total_charge, [], [], periodic, force_group))
+    logger.info("added %s vacuum potential for %d atoms (total charge %g e)", name, len(atom_list), total_charge)
+
+
 class BiomolNNPPotentialImplFactory(MLPotentialImplFactory):
     """Creates :class:`BiomolNNPPotentialImpl` for ``MLPotential('biomol-nnp', modelPath=...)``."""
 
@@ -101,16 +160,7 @@ class BiomolNNPPotentialImpl(MLPotentialImpl):
 
     def region_atomic_numbers(self, topology: openmm.app.Topology, atoms: list[int]) -> list[int]:
         """Atomic numbers of ``atoms``, checked against the model's elements (ModelFileError names misses)."""
-        topology_atoms = list(topology.atoms())
-        numbers = []
-        for index in atoms:
-            element = topology_atoms[index].element
-            if element is None:
-                raise ModelFileError(
-                    f"ML atom {index} ({topology_atoms[index].name}) has no element (a virtual "
-                    "site or extra particle); remove it from the ML region"
-                )
-            numbers.append(int(element.atomic_number))
+        numbers = topology_atomic_numbers(topology, atoms, "ML", "remove it from the ML region", ModelFileError)
         check_elements(self.metadata, numbers)
         return numbers
 
@@ -159,12 +209,8 @@ class BiomolNNPPotentialImpl(MLPotentialImpl):
         The force is periodic when the System or the Topology has a periodic box (the ML region is then
         made whole by minimum image before the model call).
         """
-        atom_list = list(range(topology.getNumAtoms())) if atoms is None else [int(i) for i in atoms]
         total_charge = float(args.get("totalCharge", 0.0))
-        periodic = system.usesPeriodicBoundaryConditions() or topology.getPeriodicBoxVectors() is not None
-        force = self.make_force(topology, atom_list, total_charge, [], [], periodic, forceGroup)
-        system.addForce(force)
-        logger.info("added biomol-nnp vacuum potential for %d atoms (total charge %g e)", len(atom_list), total_charge)
+        add_vacuum_force(self, topology, system, atoms, forceGroup, total_charge, POTENTIAL_NAME)
 
     def getMLLongRange(self) -> bool:
         """The model is local (finite cutoffs): no long-range ML interactions."""

@@ -44,6 +44,7 @@ from biomol_nnp.config import LabelSettings
 from biomol_nnp.exceptions import InputError, SimulationError
 from biomol_nnp.models.environment import candidate_atoms, embedding_environment
 from biomol_nnp.openmm.backend import local_environment, molecule_anchors
+from biomol_nnp.openmm.potential import add_vacuum_force, topology_atomic_numbers
 from biomol_nnp.units import ELECTROSTATIC_CONSTANT
 
 logger = logging.getLogger(__name__)
@@ -346,17 +347,7 @@ class XTBPotentialImpl(MLPotentialImpl):
 
     @staticmethod
     def _numbers(topology: openmm.app.Topology, atoms: Iterable[int], what: str) -> list[int]:
-        topology_atoms = list(topology.atoms())
-        numbers = []
-        for index in atoms:
-            element = topology_atoms[index].element
-            if element is None:
-                raise InputError(
-                    f"{what} atom {index} ({topology_atoms[index].name}) has no element (a virtual site or extra "
-                    "particle); xtb needs an element for it"
-                )
-            numbers.append(int(element.atomic_number))
-        return numbers
+        return topology_atomic_numbers(topology, atoms, what, "xtb needs an element for it")
 
     def make_force(
         self,
@@ -402,11 +393,8 @@ class XTBPotentialImpl(MLPotentialImpl):
         **args: Any,
     ) -> None:
         """Add the vacuum GFN2-xTB energy of ``atoms`` (all atoms if None); ``args`` may hold ``totalCharge``."""
-        atom_list = list(range(topology.getNumAtoms())) if atoms is None else [int(i) for i in atoms]
         total_charge = float(args.get("totalCharge") or 0.0)
-        periodic = system.usesPeriodicBoundaryConditions() or topology.getPeriodicBoxVectors() is not None
-        system.addForce(self.make_force(topology, atom_list, total_charge, [], [], periodic, forceGroup))
-        logger.info("added GFN2-xTB vacuum potential for %d atoms (total charge %g e)", len(atom_list), total_charge)
+        add_vacuum_force(self, topology, system, atoms, forceGroup, total_charge, "GFN2-xTB")
 
     def getMLLongRange(self) -> bool:
         """GFN2-xTB of the region is evaluated whole: no long-range ML interactions to add."""
