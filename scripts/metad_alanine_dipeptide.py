@@ -24,12 +24,13 @@ Outputs: fes.png (phi/psi free energy from the bias), fes_reweighted.png (with b
 from __future__ import annotations
 
 import argparse
-import logging
 import math
 from pathlib import Path
 
-from biomol_nnp.config import SYSTEMS_DIR, CVSettings, MetadynamicsSettings, SamplingSystemSettings
+from biomol_nnp.config import CVSettings, MetadynamicsSettings
+from biomol_nnp.logging_setup import configure_logging
 from biomol_nnp.sampling.metadynamics import run_metadynamics
+from biomol_nnp.sampling.script_args import add_dipeptide_arguments, dipeptide_platform, dipeptide_system
 from biomol_nnp.units import DEG_TO_RAD, KJ_TO_KCAL
 
 PHI = CVSettings(name="phi", kind="torsion", atoms=[4, 6, 8, 14], width=0.35)
@@ -38,24 +39,15 @@ PSI = CVSettings(name="psi", kind="torsion", atoms=[6, 8, 14, 16], width=0.35)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, help="deployed model.pt (NNP/MM); default: amber14 only")
-    parser.add_argument("--refit", type=Path, help="refitted ffxml loaded ahead of amber14")
-    parser.add_argument("--solvated", action="store_true", help="solvated dipeptide (PME) instead of vacuum")
+    add_dipeptide_arguments(parser)
     parser.add_argument("--steps", type=int, default=200_000, help="MD steps per walker")
     parser.add_argument("--walkers", type=int, default=1, help="walkers sharing the bias")
-    parser.add_argument("--workers", type=int, default=0, help="Dask worker processes (0: in this process)")
-    parser.add_argument("--scheduler", help="Dask scheduler address (tcp://host:8786)")
     parser.add_argument("--output", type=Path, default=Path("metad_ala2"), help="output folder")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    for noisy in ("MDAnalysis", "pymbar"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    configure_logging()
 
-    pdb = SYSTEMS_DIR / "alanine_dipeptide" / ("solvated.pdb" if args.solvated else "vacuum.pdb")
-    kind = "nnp" if args.model else "refit" if args.refit else "mm"
-    system = SamplingSystemSettings(
-        kind=kind, pdb=pdb, model_path=args.model, refit_xml=[args.refit] if args.refit and not args.model else []
-    )
+    system = dipeptide_system(args)
+    kind = system.kind
     nnp = kind == "nnp"
     save = 2_000 if nnp else 20_000
     settings = MetadynamicsSettings(
@@ -71,7 +63,7 @@ def main() -> None:
         walkers=args.walkers,
         workers=args.workers,
         scheduler_address=args.scheduler,
-        platform="CPU" if args.solvated or nnp else "Reference",
+        platform=dipeptide_platform(args),
         fes_bins=36,
     )
     result = run_metadynamics(settings, args.output, progress=True)

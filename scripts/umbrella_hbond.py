@@ -22,10 +22,11 @@ Outputs: profile.png (free energy with its MBAR error band), windows.png (overla
 from __future__ import annotations
 
 import argparse
-import logging
 from pathlib import Path
 
-from biomol_nnp.config import SYSTEMS_DIR, CVSettings, SamplingSystemSettings, UmbrellaSettings
+from biomol_nnp.config import CVSettings, UmbrellaSettings
+from biomol_nnp.logging_setup import configure_logging
+from biomol_nnp.sampling.script_args import add_dipeptide_arguments, dipeptide_platform, dipeptide_system
 from biomol_nnp.sampling.umbrella import run_umbrella
 from biomol_nnp.units import KJ_TO_KCAL
 
@@ -35,27 +36,18 @@ HBOND = ["resname ACE and name O", "resname NME and name H"]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, help="deployed model.pt (NNP/MM); default: amber14 only")
-    parser.add_argument("--refit", type=Path, help="refitted ffxml loaded ahead of amber14")
-    parser.add_argument("--solvated", action="store_true", help="solvated dipeptide (PME) instead of vacuum")
+    add_dipeptide_arguments(parser)
     parser.add_argument("--windows", type=int, default=12, help="umbrella windows")
     parser.add_argument("--min", type=float, default=0.17, help="first window centre, nm")
     parser.add_argument("--max", type=float, default=0.50, help="last window centre, nm")
     parser.add_argument("--steps", type=int, default=10_000, help="sampling steps per window")
     parser.add_argument("--force-constant", type=float, default=2000.0, help="kJ/mol/nm^2")
-    parser.add_argument("--workers", type=int, default=0, help="Dask worker processes (0: in this process)")
-    parser.add_argument("--scheduler", help="Dask scheduler address")
     parser.add_argument("--output", type=Path, default=Path("umbrella_hbond"), help="output folder")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    for noisy in ("MDAnalysis", "pymbar"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    configure_logging()
 
-    pdb = SYSTEMS_DIR / "alanine_dipeptide" / ("solvated.pdb" if args.solvated else "vacuum.pdb")
-    kind = "nnp" if args.model else "refit" if args.refit else "mm"
-    system = SamplingSystemSettings(
-        kind=kind, pdb=pdb, model_path=args.model, refit_xml=[args.refit] if args.refit and not args.model else []
-    )
+    system = dipeptide_system(args)
+    kind = system.kind
     nnp = kind == "nnp"
     settings = UmbrellaSettings(
         system=system,
@@ -69,7 +61,7 @@ def main() -> None:
         timestep_fs=1.0 if nnp else 2.0,
         workers=args.workers,
         scheduler_address=args.scheduler,
-        platform="CPU" if args.solvated or nnp else "Reference",
+        platform=dipeptide_platform(args),
     )
     result = run_umbrella(settings, args.output, progress=True)
     value, error = result.fes.basin_difference([(0.0, 0.25)], [(0.35, args.max + 1.0)])
