@@ -13,12 +13,10 @@ import pytest
 import torch
 from openmmml import MLPotential
 
-from biomol_nnp.config import SYSTEMS_DIR
 from biomol_nnp.models.export import load_model
+from tests.run_helpers import PEPTIDE, SOLVATED_DIPEPTIDE_PDB, dipeptide_water_cluster
 from tests.toy_models import make_toy_model
 
-SOLVATED_PDB = SYSTEMS_DIR / "alanine_dipeptide" / "solvated.pdb"
-PEPTIDE = ("ACE", "ALA", "NME")
 ML_GROUP = 1
 
 
@@ -29,7 +27,7 @@ def toy_path(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def solvated():
-    pdb = app.PDBFile(str(SOLVATED_PDB))
+    pdb = app.PDBFile(str(SOLVATED_DIPEPTIDE_PDB))
     forcefield = app.ForceField("amber14-all.xml", "amber14/tip3p.xml")
     system = forcefield.createSystem(
         pdb.topology, nonbondedMethod=app.PME, nonbondedCutoff=0.9 * u.nanometer, constraints=app.HBonds
@@ -41,25 +39,7 @@ def solvated():
 @pytest.fixture(scope="module")
 def cluster():
     """Dipeptide plus its 6 nearest waters, no cutoff and no constraints: a small non-periodic system."""
-    pdb = app.PDBFile(str(SOLVATED_PDB))
-    positions = pdb.getPositions(asNumpy=True).value_in_unit(u.nanometer)
-    peptide = [a.index for a in pdb.topology.atoms() if a.residue.name in PEPTIDE]
-    waters = [r for r in pdb.topology.residues() if r.name == "HOH"]
-
-    def distance(residue):
-        oxygen = next(a.index for a in residue.atoms() if a.element.symbol == "O")
-        return np.min(np.linalg.norm(positions[peptide] - positions[oxygen], axis=1))
-
-    keep = sorted(waters, key=distance)[:6]
-    modeller = app.Modeller(pdb.topology, pdb.positions)
-    modeller.delete([r for r in waters if r not in keep])
-    modeller.topology.setPeriodicBoxVectors(None)
-    forcefield = app.ForceField("amber14-all.xml", "amber14/tip3p.xml")
-    system = forcefield.createSystem(
-        modeller.topology, nonbondedMethod=app.NoCutoff, constraints=None, rigidWater=False
-    )
-    ml = [a.index for a in modeller.topology.atoms() if a.residue.name in PEPTIDE]
-    return modeller.topology, system, modeller.positions, ml
+    return dipeptide_water_cluster()
 
 
 def energy(system, positions, groups=-1):

@@ -33,11 +33,9 @@ from biomol_nnp.cli import main
 from biomol_nnp.config import SYSTEMS_DIR
 from biomol_nnp.exceptions import InputError
 from biomol_nnp.simulate.nve import nve_drift
-from tests.run_helpers import prepared_dipeptide, write_run_config
+from tests.run_helpers import dipeptide_water_cluster, prepared_dipeptide, write_run_config
 from tests.toy_models import make_toy_model
 
-SOLVATED_PDB = SYSTEMS_DIR / "alanine_dipeptide" / "solvated.pdb"
-PEPTIDE = ("ACE", "ALA", "NME")
 STEPS, TIME_STEP_FS = 200, 0.5
 DRIFT_BOUND = 2.0  # kJ/mol per ns per degree of freedom
 FLUCTUATION_BOUND = 0.02  # RMS(total) / RMS(kinetic)
@@ -45,29 +43,12 @@ FLUCTUATION_BOUND = 0.02  # RMS(total) / RMS(kinetic)
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    pdb = app.PDBFile(str(SOLVATED_PDB))
-    positions = pdb.getPositions(asNumpy=True).value_in_unit(u.nanometer)
-    peptide = [a.index for a in pdb.topology.atoms() if a.residue.name in PEPTIDE]
-    waters = [r for r in pdb.topology.residues() if r.name == "HOH"]
-
-    def distance(residue):
-        oxygen = next(a.index for a in residue.atoms() if a.element.symbol == "O")
-        return np.min(np.linalg.norm(positions[peptide] - positions[oxygen], axis=1))
-
-    keep = sorted(waters, key=distance)[:6]
-    modeller = app.Modeller(pdb.topology, pdb.positions)
-    modeller.delete([r for r in waters if r not in keep])
-    modeller.topology.setPeriodicBoxVectors(None)
-    forcefield = app.ForceField("amber14-all.xml", "amber14/tip3p.xml")
-    system = forcefield.createSystem(
-        modeller.topology, nonbondedMethod=app.NoCutoff, constraints=None, rigidWater=False
-    )
-    ml = [a.index for a in modeller.topology.atoms() if a.residue.name in PEPTIDE]
+    topology, system, positions, ml = dipeptide_water_cluster()
     toy = make_toy_model(tmp_path_factory.mktemp("toy") / "toy.pt", embedding_cutoff_nm=0.4)
     mixed = MLPotential("biomol-nnp", modelPath=str(toy)).createMixedSystem(
-        modeller.topology, system, ml, embedding="electrostatic"
+        topology, system, ml, embedding="electrostatic"
     )
-    return mixed, modeller.positions
+    return mixed, positions
 
 
 def test_nve_energy_conservation(cluster):

@@ -19,16 +19,15 @@ import openmmml  # noqa: F401  (openmm-ml first: it loads our entry points)
 import pytest
 from openmmml import MLPotential
 
-from biomol_nnp.config import SYSTEMS_DIR, LabelSettings
+from biomol_nnp.config import LabelSettings
 from biomol_nnp.exceptions import InputError
 from biomol_nnp.openmm.xtb_potential import XTBForceCallback, XTBPotentialImpl
 from biomol_nnp.qm.xtb_engine import XTBEngine
+from tests.run_helpers import PEPTIDE, SOLVATED_DIPEPTIDE_PDB, dipeptide_water_cluster
 from tests.toy_models import make_toy_model
 
 pytest.importorskip("xtb")
 
-SOLVATED_PDB = SYSTEMS_DIR / "alanine_dipeptide" / "solvated.pdb"
-PEPTIDE = ("ACE", "ALA", "NME")
 QM_GROUP = 1
 ACCURACY = 1e-4  # tight SCC so finite differences are not dominated by SCF noise
 CUTOFF_NM, SWITCH_NM = 0.36, 0.08  # waters at d_min 0.25-0.26 nm fully in, at 0.29-0.34 nm in the shell
@@ -36,30 +35,13 @@ CUTOFF_NM, SWITCH_NM = 0.36, 0.08  # waters at d_min 0.25-0.26 nm fully in, at 0
 
 @pytest.fixture(scope="module")
 def cluster():
-    pdb = app.PDBFile(str(SOLVATED_PDB))
-    positions = pdb.getPositions(asNumpy=True).value_in_unit(u.nanometer)
-    peptide = [a.index for a in pdb.topology.atoms() if a.residue.name in PEPTIDE]
-    waters = [r for r in pdb.topology.residues() if r.name == "HOH"]
-
-    def distance(residue):
-        oxygen = next(a.index for a in residue.atoms() if a.element.symbol == "O")
-        return np.min(np.linalg.norm(positions[peptide] - positions[oxygen], axis=1))
-
-    keep = sorted(waters, key=distance)[:6]
-    modeller = app.Modeller(pdb.topology, pdb.positions)
-    modeller.delete([r for r in waters if r not in keep])
-    modeller.topology.setPeriodicBoxVectors(None)
-    forcefield = app.ForceField("amber14-all.xml", "amber14/tip3p.xml")
-    system = forcefield.createSystem(
-        modeller.topology, nonbondedMethod=app.NoCutoff, constraints=None, rigidWater=False
-    )
-    qm = [a.index for a in modeller.topology.atoms() if a.residue.name in PEPTIDE]
+    topology, system, positions, qm = dipeptide_water_cluster()
     # The PDB's ACE methyl has an H-C bond exactly along y (equal x and z); at that geometry xtb-python's
     # analytic gradient is wrong by ~200 kJ/mol/nm in x (one-sided finite differences agree with each other,
     # so the energy is smooth). A 0.002 nm jitter removes the degeneracy; then all 22 atoms agree to 0.05.
-    jitter = np.random.default_rng(0).normal(0.0, 0.002, (modeller.topology.getNumAtoms(), 3))
-    positions = np.array(modeller.getPositions().value_in_unit(u.nanometer)) + jitter
-    return modeller.topology, system, positions, qm
+    jitter = np.random.default_rng(0).normal(0.0, 0.002, (topology.getNumAtoms(), 3))
+    positions = np.array(positions.value_in_unit(u.nanometer)) + jitter
+    return topology, system, positions, qm
 
 
 @pytest.fixture(scope="module")
@@ -220,7 +202,7 @@ def test_periodic_energy_invariant_under_translation_and_wrapping(name, tmp_path
     Atom-wise wrapping splits waters across the box; the callbacks make each MM molecule whole first
     (``biomol_nnp.openmm.backend.whole_molecules``). Checked for xTB/MM and for the NNP (toy model).
     """
-    pdb = app.PDBFile(str(SOLVATED_PDB))
+    pdb = app.PDBFile(str(SOLVATED_DIPEPTIDE_PDB))
     forcefield = app.ForceField("amber14-all.xml", "amber14/tip3p.xml")
     system = forcefield.createSystem(pdb.topology, nonbondedMethod=app.PME, nonbondedCutoff=0.9 * u.nanometer)
     qm = [a.index for a in pdb.topology.atoms() if a.residue.name in PEPTIDE]
