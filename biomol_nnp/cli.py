@@ -240,30 +240,47 @@ def command_umbrella(args: argparse.Namespace) -> None:
     logger.info("umbrella sampling: %d windows; wrote %s", len(result.centers), result.files["profile_png"])
 
 
+def add_settings_parser(
+    sub: argparse._SubParsersAction,  # type: ignore[type-arg]
+    name: str,
+    settings_class: str,
+    outputs: str,
+    help: str,
+    description: str,
+) -> argparse.ArgumentParser:
+    """Subcommand ``name`` taking an optional ``settings_class`` YAML and ``-o/--output`` (default ``NAME_output``)."""
+    p: argparse.ArgumentParser = sub.add_parser(name, help=help, description=description)
+    p.add_argument("config", nargs="?", help=f"{settings_class} YAML (default: built-in defaults)")
+    p.add_argument("-o", "--output", default=f"{name}_output", help=f"output folder ({outputs})")
+    return p
+
+
 def add_free_energy_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Subcommands `metad` and `umbrella`."""
-    p = sub.add_parser(
+    p = add_settings_parser(
+        sub,
         "metad",
+        "MetadynamicsSettings",
+        "bias/, walker_K/, fes.*",
         help="well-tempered metadynamics on torsion/distance CVs (walkers sharing the bias, on Dask)",
         description="Metadynamics of the System in CONFIG (MetadynamicsSettings YAML; default: phi/psi of the "
         "vacuum alanine dipeptide, amber14). Running again with the same OUTPUT resumes from the saved bias and "
         "states.",
     )
-    p.add_argument("config", nargs="?", help="MetadynamicsSettings YAML (default: built-in defaults)")
-    p.add_argument("-o", "--output", default="metad_output", help="output folder (bias/, walker_K/, fes.*)")
     p.add_argument("-n", "--steps", type=int, help="MD steps per walker (overrides steps)")
     p.add_argument("--walkers", type=int, help="walkers sharing the bias (overrides walkers)")
     p.add_argument("--workers", type=int, help="Dask LocalCluster workers (0: in this process)")
     p.set_defaults(func=command_metad)
 
-    p = sub.add_parser(
+    p = add_settings_parser(
+        sub,
         "umbrella",
+        "UmbrellaSettings",
+        "windows/, profile.*",
         help="umbrella sampling along a torsion or distance, profile and error from MBAR (pymbar)",
         description="Umbrella sampling of the System in CONFIG (UmbrellaSettings YAML; default: phi of the vacuum "
         "alanine dipeptide). Running again with the same OUTPUT skips the finished windows.",
     )
-    p.add_argument("config", nargs="?", help="UmbrellaSettings YAML (default: built-in defaults)")
-    p.add_argument("-o", "--output", default="umbrella_output", help="output folder (windows/, profile.*)")
     p.add_argument("-n", "--steps", type=int, help="sampling steps per window (overrides steps)")
     p.add_argument("--workers", type=int, help="Dask LocalCluster workers (0: in this process)")
     p.set_defaults(func=command_umbrella)
@@ -292,25 +309,27 @@ def command_analyze(args: argparse.Namespace) -> None:
 
 def add_sampling_analysis_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Subcommands `repex`, `opes` and `analyze`."""
-    p = sub.add_parser(
+    p = add_settings_parser(
+        sub,
         "repex",
+        "ReplicaExchangeSettings",
+        "replicas/, summary.json",
         help="temperature replica exchange or REST2 of a region (openmm.app.ReplicaExchangeSampler)",
         description="Replica exchange of the System in CONFIG (ReplicaExchangeSettings YAML; default: REST2 of the "
         "vacuum alanine dipeptide). Running again with the same OUTPUT resumes from the replica checkpoints.",
     )
-    p.add_argument("config", nargs="?", help="ReplicaExchangeSettings YAML (default: built-in defaults)")
-    p.add_argument("-o", "--output", default="repex_output", help="output folder (replicas/, summary.json)")
     p.add_argument("-n", "--iterations", type=int, help="exchange iterations (overrides iterations)")
     p.set_defaults(func=command_repex)
 
-    p = sub.add_parser(
+    p = add_settings_parser(
+        sub,
         "opes",
+        "OpesSettings",
+        "fes.*, colvar.npy, summary.json",
         help="OPES (openmm-opes) on torsion or distance CVs",
         description="OPES of the System in CONFIG (OpesSettings YAML; default: phi/psi of the vacuum alanine "
         "dipeptide). Running again with the same OUTPUT resumes from its checkpoint.",
     )
-    p.add_argument("config", nargs="?", help="OpesSettings YAML (default: built-in defaults)")
-    p.add_argument("-o", "--output", default="opes_output", help="output folder (fes.*, colvar.npy, summary.json)")
     p.add_argument("-n", "--steps", type=int, help="MD steps (overrides steps)")
     p.set_defaults(func=command_opes)
 
