@@ -400,6 +400,12 @@ class ActiveLearningSettings(Settings):
     minimize_iterations: int = Field(
         50, ge=0, description="Energy-minimiser iterations of each walker before its MD (0: none)."
     )
+    mm_equilibration_steps: int = Field(
+        0,
+        ge=0,
+        description="Pure MM MD steps (the walker's seed) from the minimised structure before the walker switches "
+        "to NNP/MM, so the solvent around the region is equilibrated and walkers start apart (0: none).",
+    )
     force_std_threshold_kj_per_mol_nm: float = Field(
         50.0,
         gt=0,

@@ -137,10 +137,11 @@ def _frames(
     charges = np.array(
         [nonbonded.getParticleParameters(i)[0].value_in_unit(u.elementary_charge) for i in range(len(positions))]
     )
+    start = _mm_equilibrated(settings, topology, mm_system, positions, seed, threads)
     sim = langevin_simulation(
         topology,
         mixed,
-        positions,
+        start,
         simulation.timestep_fs,
         simulation.temperature_k,
         simulation.friction_per_ps,
@@ -184,6 +185,32 @@ def _frames(
                 cap,
             )
             return
+
+
+def _mm_equilibrated(
+    settings: PipelineSettings, topology: Any, mm_system: Any, positions: Any, seed: int, threads: int
+) -> Any:
+    """Positions after ``active.mm_equilibration_steps`` of minimised pure MM MD (the input positions if 0)."""
+    from biomol_nnp.simulate.runner import langevin_simulation
+
+    steps = settings.active.mm_equilibration_steps
+    if steps == 0:
+        return positions
+    simulation = settings.simulation
+    sim = langevin_simulation(
+        topology,
+        mm_system,
+        positions,
+        simulation.timestep_fs,
+        simulation.temperature_k,
+        simulation.friction_per_ps,
+        seed,
+        "CPU",
+        threads,
+        settings.active.minimize_iterations,
+    )
+    sim.step(steps)
+    return sim.context.getState(getPositions=True).getPositions(asNumpy=True)
 
 
 def run_walkers(

@@ -163,3 +163,18 @@ def test_walker_stops_after_the_first_frame_beyond_the_hard_cap(initial, tmp_pat
     settings.active.walker_stop_force_std_kj_per_mol_nm = None
     full = run_walker(settings, str(settings.active.initial_model), iteration=1, walker=0)
     assert len(full.configs) == 2 and full.force_std[0] == pytest.approx(capped.force_std[0])
+
+
+def test_walkers_can_start_from_equilibrated_mm_solvent(initial, tmp_path):
+    """With mm_equilibration_steps a walker's NNP/MM run starts from its own pure-MM-equilibrated structure."""
+    from biomol_nnp.active.walkers import run_walker
+
+    settings = loop_settings(initial, tmp_path, workers=0)
+    settings.active.walker_steps, settings.active.frame_interval = 5, 5
+    cold = run_walker(settings, str(settings.active.initial_model), 1, 0)
+    settings.active.mm_equilibration_steps = 200
+    warm = [run_walker(settings, str(settings.active.initial_model), 1, w) for w in (0, 1)]
+    assert not cold.error and not any(w.error for w in warm)
+    shift = [np.abs(w.configs[0].positions - cold.configs[0].positions).max() for w in warm]
+    assert min(shift) > 0.01  # nm: 200 MM steps moved the region away from the minimised input structure
+    assert np.abs(warm[0].configs[0].positions - warm[1].configs[0].positions).max() > 0.01  # seeds differ
