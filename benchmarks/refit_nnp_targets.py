@@ -84,7 +84,7 @@ MAX_ITERATIONS = 60
 NNP_ITERATIONS = 100
 MM_ITERATIONS = 200
 #: Most refits on MM-relaxed geometries after the first fit.
-REFIT_ITERATIONS = 5
+REFIT_ITERATIONS = int(os.environ.get("REFIT_ITERATIONS", "10"))
 #: Refit on the data of every iteration so far (see ``fit_relaxed(accumulate=...)``); full steps (no damping).
 ACCUMULATE = True
 #: Targets refit in this run; the report of another target is taken from its cache (``report_<label>.json``).
@@ -308,6 +308,11 @@ def _why_not(row: dict[str, Any], nnp_vs_xtb: float | None) -> dict[str, str]:
             )
         else:
             reason += ": relaxing with the new series moves the geometries (the fixed point is not reached)"
+        history = row[f"{kind}_history_kcal"]
+        if len(history) > 2 and history[-1] < history[-2] - 0.01:
+            reason += (
+                f"; still decreasing at the last of {len(history) - 1} refits ({history[-2]:.2f} -> {history[-1]:.2f})"
+            )
         if kind == "transferable":
             reason += "; ff14SB shares phi/psi types across residues, one series is a compromise"
         if nnp_vs_xtb is not None and nnp_vs_xtb > TARGET_KCAL:
@@ -394,18 +399,24 @@ def _report_target(
     }
 
 
+def _finite(metrics: dict[str, float]) -> dict[str, float]:
+    """Metrics without the NaN ones (no embedding labels in vacuum): the JSON stays strict."""
+    return {k: v for k, v in metrics.items() if np.isfinite(v)}
+
+
 def _training_summary() -> dict[str, Any]:
     """The target NNP's stages (CPU seconds) and held-out metrics, from the training cache."""
-    metrics = json.loads((train_nnp.MODEL_DIR / "metrics.json").read_text())
+    metrics = json.loads((train_nnp.MODEL_DIR / "metrics.json").read_text(), parse_constant=lambda _: float("nan"))
     return {
         "pipeline": "scripts/refit_with_nnp/train_dipeptide_nnp.py: biomol_nnp label_configurations (GFN2-xTB, "
         "vacuum) + pipeline.train_and_export (ANI, one member, one torch thread)",
         "data": f"{len(train_nnp.MOLECULES)} dipeptides x ({train_nnp.MD_TRAJECTORIES} vacuum ff14SB MD runs at "
         f"{train_nnp.MD_TEMPERATURE_K:g} K x {train_nnp.MD_FRAMES} frames + every cached xTB scan geometry)",
         "epochs": train_nnp.EPOCHS,
-        "stages": json.loads(train_nnp.STAGES.read_text()),
-        "test": metrics["test"],
-        "train": metrics["train"],
+        "stages": json.loads(train_nnp.STAGES.read_text(), parse_constant=lambda _: None),
+        "test": _finite(metrics["test"]),
+        "train": _finite(metrics["train"]),
+        "epochs_run": metrics["training"].get("epochs_run"),
         "test_split": "whole held-out MD trajectories (one per molecule); scan geometries are all in training",
     }
 
@@ -445,6 +456,7 @@ def main() -> dict:
         bespoke, transferable = _fit_target(profiles, setup)
         targets[label] = _report_target(label, profiles, bespoke, transferable, diag, extra)
         targets[label]["refit_cpu_s"] = _cpu_s() - t0
+        targets[label]["refit_iterations_max"] = REFIT_ITERATIONS
         cached.write_text(json.dumps(targets[label], indent=2) + "\n")
     report = {
         "description": __doc__.split("\n\n")[0],
@@ -471,7 +483,7 @@ def main() -> dict:
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     tmp = RESULTS / "refit_nnp_targets.json.tmp"
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
+    tmp.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
     os.replace(tmp, RESULTS / "refit_nnp_targets.json")
     return report
 

@@ -177,9 +177,7 @@ def moving_side(bonds: Iterable[tuple[int, int]], dihedral_atoms: Sequence[int])
     return sorted(seen)
 
 
-def _rotate_to(
-    positions: np.ndarray, atoms: Sequence[int], moving: np.ndarray, target_rad: float
-) -> np.ndarray:
+def _rotate_to(positions: np.ndarray, atoms: Sequence[int], moving: np.ndarray, target_rad: float) -> np.ndarray:
     """Rotate ``moving`` atoms rigidly about the b->c axis so that the dihedral equals ``target_rad``."""
     b, c = positions[atoms[1]], positions[atoms[2]]
     axis = (c - b) / np.linalg.norm(c - b)
@@ -221,11 +219,14 @@ def _validate_scan_input(
         )
     if not restraint_k > 0:
         raise RefitInputError(
-            f"restraint_k={restraint_k}; allowed: > 0 kJ/mol/rad^2. "
-            "Hint: 2000 keeps the dihedral within ~1 deg."
+            f"restraint_k={restraint_k}; allowed: > 0 kJ/mol/rad^2. Hint: 2000 keeps the dihedral within ~1 deg."
         )
     if max_iterations < 1:
         raise RefitInputError(f"max_iterations={max_iterations}; allowed: >= 1. Hint: 500.")
+
+
+#: Energy returned for an L-BFGS-B trial step on which the restrained dihedral is undefined, kJ/mol.
+_REJECTED_STEP_KJ = 1.0e9
 
 
 def _relax(
@@ -242,10 +243,14 @@ def _relax(
 
     def objective(x: np.ndarray) -> tuple[float, np.ndarray]:
         pos = x.reshape(shape)
+        try:
+            restraint_gradient = dihedral_gradient(pos, atoms)
+        except RefitInputError:  # a trial step far off made the dihedral undefined: the line search backs off
+            return _REJECTED_STEP_KJ, np.zeros(pos.size)
         energy, forces = energy_fn(pos)
         delta = float(wrap_angle(dihedral(pos, atoms) - target_rad))
         grad = -np.asarray(forces, dtype=float).copy()
-        grad[index] += restraint_k * delta * dihedral_gradient(pos, atoms)
+        grad[index] += restraint_k * delta * restraint_gradient
         return energy + 0.5 * restraint_k * delta**2, grad.ravel()
 
     result = minimize(
@@ -255,9 +260,7 @@ def _relax(
         method="L-BFGS-B",
         options={"maxiter": max_iterations, "gtol": 1e-6, "ftol": 1e-14, "maxcor": 30},
     )
-    logger.debug(
-        "target %.1f deg: %s after %d iterations", np.degrees(target_rad), result.message, result.nit
-    )
+    logger.debug("target %.1f deg: %s after %d iterations", np.degrees(target_rad), result.message, result.nit)
     return np.asarray(result.x, dtype=float).reshape(shape)
 
 
@@ -347,9 +350,7 @@ def torsion_scan(
     )
 
 
-def evaluate_profile(
-    energy_fn: EnergyFunction, positions_stack: np.ndarray, relative: bool = True
-) -> np.ndarray:
+def evaluate_profile(energy_fn: EnergyFunction, positions_stack: np.ndarray, relative: bool = True) -> np.ndarray:
     """Evaluate an energy function on every geometry of a scan (e.g. the MM baseline).
 
     Parameters

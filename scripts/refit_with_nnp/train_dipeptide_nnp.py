@@ -119,7 +119,7 @@ def settings() -> Any:
     )
 
 
-def _record(stage: str, cpu_s: float, wall_s: float, **extra: Any) -> None:
+def _record(stage: str, cpu_s: float | None, wall_s: float, **extra: Any) -> None:
     stages = json.loads(STAGES.read_text()) if STAGES.exists() else {}
     stages[stage] = {"cpu_s": cpu_s, "wall_s": wall_s, **extra}
     tmp = STAGES.with_suffix(".tmp")
@@ -237,7 +237,8 @@ def export_best_so_far() -> Path:
     )
     path = save_model(model, MODEL_DIR / "model.pt", metadata)
     write_json_atomic(MODEL_DIR / "metrics.json", metrics)
-    _record("train", float(state["seconds"]), float(state["seconds"]), test=metrics["test"], epochs_run=state["epoch"])
+    # the checkpoint holds the member's training wall time only; its CPU time died with the killed process
+    _record("train", None, float(state["seconds"]), test=metrics["test"], epochs_run=int(state["epoch"]))
     return path
 
 
