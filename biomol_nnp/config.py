@@ -426,7 +426,10 @@ class ActiveLearningSettings(Settings):
     max_labels: int = Field(64, ge=1, description="Most frames labelled over the whole run.")
     retrain_epochs: int = Field(20, ge=1, description="Epochs of the warm-started retraining per iteration.")
     retrain_learning_rate: float = Field(
-        1e-3, gt=0, description="Initial Adam learning rate of the warm-started retraining (cosine-annealed)."
+        2e-4,
+        gt=0,
+        description="Initial Adam learning rate of the warm-started retraining (cosine-annealed); near the rate a "
+        "training ends at (learning_rate / 20), since a larger one throws the trained model out of its minimum.",
     )
     workers: int = Field(
         2, ge=0, description="Dask LocalCluster worker processes for the walkers (0: run them in this process)."
