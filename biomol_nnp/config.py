@@ -415,6 +415,12 @@ class ActiveLearningSettings(Settings):
     target_uncertain_fraction: float = Field(
         0.05, ge=0, le=1, description="Stop when the fraction of uncertain frames of an iteration falls below this."
     )
+    selection_ceiling_kj_per_mol_nm: float | None = Field(
+        None,
+        gt=0,
+        description="Frames whose max force std exceeds this are not labelled, kJ/mol/nm: the model is so far off "
+        "there that the configuration is likely unphysical (DP-GEN's upper trust level); None: no ceiling.",
+    )
     walker_stop_force_std_kj_per_mol_nm: float | None = Field(
         None,
         gt=0,

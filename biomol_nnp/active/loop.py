@@ -98,11 +98,18 @@ def check_settings(active: ActiveLearningSettings) -> None:
     Raises
     ------
     ConfigError
-        No or a missing initial model or label store, a store without ok labels, or walkers too short to
-        give a frame.
+        No or a missing initial model or label store, a store without ok labels, walkers too short to
+        give a frame, or a selection ceiling not above the threshold.
     """
     from biomol_nnp.qm.labels import LabelStore
 
+    ceiling = active.selection_ceiling_kj_per_mol_nm
+    if ceiling is not None and ceiling <= active.force_std_threshold_kj_per_mol_nm:
+        raise ConfigError(
+            f"active.selection_ceiling_kj_per_mol_nm={ceiling:g} is not above force_std_threshold_kj_per_mol_nm="
+            f"{active.force_std_threshold_kj_per_mol_nm:g}, so no frame could be selected; raise the ceiling or "
+            "set it to null"
+        )
     if active.initial_model is None or not Path(active.initial_model).is_file():
         raise ConfigError(
             f"active.initial_model={None if active.initial_model is None else str(active.initial_model)!r} is not "
@@ -263,6 +270,7 @@ def _select_phase(
             frame_descriptors([c.positions for c in configs]),
             active.force_std_threshold_kj_per_mol_nm,
             budget,
+            active.selection_ceiling_kj_per_mol_nm,
         )
     )
     write_json_atomic(folder / "selected.json", {"frames": chosen, "budget": budget, "converged": converged})

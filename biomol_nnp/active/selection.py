@@ -49,7 +49,9 @@ def frame_descriptors(frames: Sequence[np.ndarray]) -> np.ndarray:
     return np.array([inverse_distance_descriptor(f) for f in frames]).reshape(len(frames), -1)
 
 
-def select_frames(force_std: np.ndarray, descriptors: np.ndarray, threshold: float, budget: int) -> list[int]:
+def select_frames(
+    force_std: np.ndarray, descriptors: np.ndarray, threshold: float, budget: int, ceiling: float | None = None
+) -> list[int]:
     """Indices of up to ``budget`` uncertain, mutually diverse frames (in the order they were picked).
 
     Parameters
@@ -62,6 +64,9 @@ def select_frames(force_std: np.ndarray, descriptors: np.ndarray, threshold: flo
         Frames with ``force_std > threshold`` are candidates, kJ/mol/nm.
     budget : int
         Most frames returned (>= 0).
+    ceiling : float, optional
+        Frames with ``force_std > ceiling`` are not candidates either, kJ/mol/nm: the model is so far off
+        there that the configuration is likely unphysical (DP-GEN's upper trust level); None: no ceiling.
 
     Returns
     -------
@@ -81,7 +86,8 @@ def select_frames(force_std: np.ndarray, descriptors: np.ndarray, threshold: flo
         raise InputError(
             f"force_std has {len(force_std)} frames but descriptors has {len(descriptors)}; give one row per frame"
         )
-    candidates = np.flatnonzero(np.nan_to_num(force_std, nan=-np.inf) > threshold)
+    values = np.nan_to_num(force_std, nan=-np.inf)
+    candidates = np.flatnonzero((values > threshold) & (values <= (np.inf if ceiling is None else ceiling)))
     if candidates.size == 0 or budget == 0:
         return []
     # more uncertain first, so argmax picks the more uncertain frame among equally distant ones

@@ -24,6 +24,13 @@ def test_only_frames_above_the_threshold_are_picked():
     assert select_frames(force_std, descriptors, threshold=100.0, budget=10) == []
 
 
+def test_frames_above_the_ceiling_are_not_picked():
+    force_std = np.array([10.0, 80.0, 500.0, 51.0, 5000.0])
+    descriptors = np.arange(5.0)[:, None]
+    assert select_frames(force_std, descriptors, 50.0, budget=10, ceiling=400.0) == [1, 3]
+    assert sorted(select_frames(force_std, descriptors, 50.0, budget=10)) == [1, 2, 3, 4]
+
+
 def test_budget_caps_the_selection_and_zero_budget_picks_nothing():
     force_std = np.full(6, 100.0)
     descriptors = np.random.default_rng(0).normal(size=(6, 4))
@@ -85,6 +92,11 @@ def test_bad_budgets_and_missing_inputs_are_refused(tmp_path):
     with pytest.raises(ConfigError, match=r"active.initial_model=None is not a file"):
         check_settings(ActiveLearningSettings())
     model = make_toy_model(tmp_path / "toy.pt")
+    low = ActiveLearningSettings(
+        initial_model=model, force_std_threshold_kj_per_mol_nm=50.0, selection_ceiling_kj_per_mol_nm=40.0
+    )
+    with pytest.raises(ConfigError, match=r"selection_ceiling_kj_per_mol_nm=40 is not above"):
+        check_settings(low)
     with pytest.raises(ConfigError, match=r"active.labels_path=.*missing.h5.* is not a label store"):
         check_settings(ActiveLearningSettings(initial_model=model, labels_path=tmp_path / "missing.h5"))
 
