@@ -64,7 +64,7 @@ def benchmark_settings() -> Any:
             "max_iterations": 3,
             "max_labels": 96,
             "retrain_epochs": 30,
-            "retrain_learning_rate": 2e-4,  # the initial training ended at 1.5e-4 (cosine); 2e-3 threw it out of its minimum
+            "retrain_learning_rate": 2e-4,  # the initial training ended at 1.5e-4; 2e-3 threw it out of its minimum
             "workers": 2,
         }
     )
