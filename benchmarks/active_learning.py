@@ -193,7 +193,6 @@ def main() -> None:
             threshold = calibrate_threshold(DATA / "initial_model" / "model.pt", DATA / "vacuum_labels.h5")
         settings.active.force_std_threshold_kj_per_mol_nm = threshold
         settings.active.walker_stop_force_std_kj_per_mol_nm = 5 * threshold  # off the model's domain: stop
-        settings.active.selection_ceiling_kj_per_mol_nm = 3 * threshold  # label uncertain, not unphysical, frames
         logger.info("uncertainty threshold (median spread on the vacuum training frames): %.1f kJ/mol/nm", threshold)
         loop_started = time.perf_counter()
         settings.train.embedding_weight = 1.0  # solvated labels carry the embedding energy

@@ -17,7 +17,7 @@ vs xTB on the same geometries (how well the NNP learned the torsion surface), an
 (same restraint, from the target geometry); refit on the MM-relaxed geometries (the data of every iteration
 so far, ``accumulate``); stop when no profile RMSE changes by 0.01 kcal/mol or after ``REFIT_ITERATIONS``
 refits; keep the iteration with the lowest RMS of the profile RMSEs. Fitted series: every type quadruple
-around the central bonds of the scanned dihedrals (N-CA, CA-C, CA-CB, as BespokeFit), periodicities 1-4,
+around the central bonds of the scanned dihedrals (N-CA, CA-C, CA-CB, as BespokeFit), periodicities 1-6,
 free phases, uniform weights, ridge 1.0 toward the ff14SB terms. ``bespoke``: one fit per molecule, every
 quadruple renamed per molecule; ``transferable``: one joint fit over the five dipeptides with ff14SB's types.
 
@@ -89,7 +89,7 @@ REFIT_ITERATIONS = int(os.environ.get("REFIT_ITERATIONS", "10"))
 ACCUMULATE = True
 #: Targets refit in this run; the report of another target is taken from its cache (``report_<label>.json``).
 RUN_TARGETS = tuple(os.environ.get("REFIT_TARGETS", "NNP,GFN2-xTB").split(","))
-PERIODICITIES = (1, 2, 3, 4)
+PERIODICITIES = (1, 2, 3, 4, 5, 6)
 RIDGE = 1.0
 TEMPERATURE_K: float | None = None
 TARGET_KCAL = 0.3
