@@ -126,7 +126,7 @@ def _frames(
     from biomol_nnp.exceptions import SimulationError
     from biomol_nnp.models.export import load_model
     from biomol_nnp.qm.clusters import carve_region
-    from biomol_nnp.simulate.runner import build_mixed_system, langevin_simulation
+    from biomol_nnp.simulate.runner import build_mixed_system
     from biomol_nnp.simulate.uncertainty import ensemble_uncertainty
 
     simulation = settings.simulation.model_copy(update={"model_path": Path(model_path)})
@@ -138,18 +138,7 @@ def _frames(
         [nonbonded.getParticleParameters(i)[0].value_in_unit(u.elementary_charge) for i in range(len(positions))]
     )
     start = _mm_equilibrated(settings, topology, mm_system, positions, seed, threads)
-    sim = langevin_simulation(
-        topology,
-        mixed,
-        start,
-        simulation.timestep_fs,
-        simulation.temperature_k,
-        simulation.friction_per_ps,
-        seed,
-        "CPU",
-        threads,
-        settings.active.minimize_iterations,
-    )
+    sim = _walker_simulation(settings, topology, mixed, start, seed, threads)
     interval = settings.active.frame_interval
     for frame in range(settings.active.walker_steps // interval):
         sim.step(interval)
@@ -191,15 +180,24 @@ def _mm_equilibrated(
     settings: PipelineSettings, topology: Any, mm_system: Any, positions: Any, seed: int, threads: int
 ) -> Any:
     """Positions after ``active.mm_equilibration_steps`` of minimised pure MM MD (the input positions if 0)."""
-    from biomol_nnp.simulate.runner import langevin_simulation
-
     steps = settings.active.mm_equilibration_steps
     if steps == 0:
         return positions
+    sim = _walker_simulation(settings, topology, mm_system, positions, seed, threads)
+    sim.step(steps)
+    return sim.context.getState(getPositions=True).getPositions(asNumpy=True)
+
+
+def _walker_simulation(
+    settings: PipelineSettings, topology: Any, system: Any, positions: Any, seed: int, threads: int
+) -> Any:
+    """A minimised Langevin Simulation of ``system`` on the CPU with the run's time step, temperature and friction."""
+    from biomol_nnp.simulate.runner import langevin_simulation
+
     simulation = settings.simulation
-    sim = langevin_simulation(
+    return langevin_simulation(
         topology,
-        mm_system,
+        system,
         positions,
         simulation.timestep_fs,
         simulation.temperature_k,
@@ -209,8 +207,6 @@ def _mm_equilibrated(
         threads,
         settings.active.minimize_iterations,
     )
-    sim.step(steps)
-    return sim.context.getState(getPositions=True).getPositions(asNumpy=True)
 
 
 def run_walkers(
