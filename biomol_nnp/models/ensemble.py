@@ -22,6 +22,8 @@ merged by copying ``members[k]`` state; everything else is shared buffers.
 True
 """
 
+import abc
+
 import torch
 
 from biomol_nnp.config import ModelSettings
@@ -49,7 +51,7 @@ def init_output_layer(layer: torch.nn.Linear) -> None:
         layer.bias[2] = INITIAL_POLARIZABILITY_BIAS
 
 
-class EnsembleModel(torch.nn.Module):
+class EnsembleModel(torch.nn.Module, abc.ABC):
     """Base of every architecture: charges, embedding, repulsion, long range and the deployed-model contract."""
 
     element_index: torch.Tensor
@@ -74,9 +76,9 @@ class EnsembleModel(torch.nn.Module):
         self.repulsion_strength = REPULSION_STRENGTH
         self.polarizability_scale = POLARIZABILITY_SCALE
 
+    @abc.abstractmethod
     def atomic_outputs(self, positions: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
         """Per-member atomic (energy / energy_scale, raw charge, raw polarisability) [K, B, N, 3]."""
-        raise NotImplementedError("an architecture implements atomic_outputs")
 
     def species(self, atomic_numbers: torch.Tensor) -> torch.Tensor:
         """Element indices [..., N] from atomic numbers (0 or less marks padding)."""

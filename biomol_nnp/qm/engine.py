@@ -12,6 +12,7 @@ whose ``compute`` checks the inputs (:func:`validate_inputs`) before the engine'
 
 from __future__ import annotations
 
+import abc
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -290,7 +291,7 @@ def package_version(distribution: str) -> str:
         return "unknown"
 
 
-class EngineBase:
+class EngineBase(abc.ABC):
     """The ``compute`` of the built-in engines: input checks, then the engine's own ``_compute``.
 
     A subclass sets ``method`` and the class attributes below (they are the keyword arguments of
@@ -317,9 +318,9 @@ class EngineBase:
     min_distance_nm: float | None = None
 
     @property
+    @abc.abstractmethod
     def method(self) -> str:
-        """Level of theory (set by the subclass)."""
-        raise NotImplementedError
+        """Level of theory (a subclass sets it, as a class attribute or a property)."""
 
     @property
     def engine_version(self) -> str:
@@ -367,8 +368,9 @@ class EngineBase:
         )
         return self._compute(inputs)
 
+    @abc.abstractmethod
     def _compute(self, inputs: EngineInputs) -> QMResult:
-        raise NotImplementedError
+        """The engine's single point on checked inputs."""
 
 
 def result_from_atomic_units(
