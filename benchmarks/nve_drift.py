@@ -23,11 +23,9 @@ import platform
 import time
 from pathlib import Path
 
-import numpy as np
-
 from biomol_nnp.config import PipelineSettings, SimulationSettings, SystemSettings
-from biomol_nnp.io import atomic_path, write_json_atomic
-from biomol_nnp.simulate.nve import NVEResult, nve_drift
+from biomol_nnp.io import write_json_atomic
+from biomol_nnp.simulate.nve import NVEResult, nve_drift, plot_nve
 from biomol_nnp.simulate.systems import build_run_system
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,26 +58,6 @@ def run(simulation: SimulationSettings, steps: int, timestep_fs: float) -> tuple
     return result, time.perf_counter() - start
 
 
-def plot(results: dict[str, NVEResult], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 3.4))
-    for name, result in results.items():
-        totals = np.array(result.total_kj_mol)
-        ax.plot(result.times_ps, totals - totals[0], lw=1, label=f"{name}: {result.drift_kj_mol_ns_dof:.3g} /ns/DOF")
-    ax.set_xlabel("time (ps)")
-    ax.set_ylabel("E_total - E_total(first sample) (kJ/mol)")
-    ax.set_title(f"NVE, {next(iter(results.values())).timestep_fs} fs, solvated alanine dipeptide", fontsize=9)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=2000, help="NVE steps per System")
@@ -109,7 +87,7 @@ def main() -> None:
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     write_json_atomic(RESULTS / "nve_drift.json", summary)
-    plot(results, RESULTS / "nve_drift.png")
+    plot_nve(results, RESULTS / "nve_drift.png")
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -186,21 +187,26 @@ def _analyse(
     )
 
 
-def plot_nve(result: NVEResult, path: str | os.PathLike) -> Path:
-    """PNG of the total energy against time with the fitted drift line."""
+def plot_nve(results: NVEResult | Mapping[str, NVEResult], path: str | os.PathLike) -> Path:
+    """PNG of the total energy against time with the fitted drift line, of one run or of several labelled runs."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    times, totals = np.array(result.times_ps), np.array(result.total_kj_mol)
-    fig, ax = plt.subplots(figsize=(5, 3.2))
-    ax.plot(times, totals - totals[0], lw=1, label="E_total(t) - E_total(0)")
-    ax.plot(times, result.drift_kj_mol_ns / 1000.0 * (times - times[0]), "--", label="drift")
+    runs = {"": results} if isinstance(results, NVEResult) else dict(results)
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    for name, result in runs.items():
+        times, totals = np.array(result.times_ps), np.array(result.total_kj_mol)
+        label = f"{name}: " if name else ""
+        line = ax.plot(times, totals - totals[0], lw=1, label=f"{label}E_total(t) - E_total(0)")[0]
+        drift = result.drift_kj_mol_ns / 1000.0 * (times - times[0])
+        rate = f"{label}{result.drift_kj_mol_ns_dof:.3g} kJ/mol/ns/DOF"
+        ax.plot(times, drift, "--", color=line.get_color(), label=rate)
     ax.set_xlabel("time (ps)")
     ax.set_ylabel("kJ/mol")
-    ax.set_title(f"NVE {result.timestep_fs} fs: {result.drift_kj_mol_ns_dof:.3g} kJ/mol/ns/DOF", fontsize=9)
-    ax.legend(fontsize=8)
+    ax.set_title(f"NVE, {next(iter(runs.values())).timestep_fs} fs", fontsize=9)
+    ax.legend(fontsize=7)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120)
