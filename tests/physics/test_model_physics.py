@@ -22,13 +22,7 @@ ATOMIC_NUMBERS = torch.tensor([6, 1, 1, 1, 6, 8, 7, 1, 6, 1])
 NO_BOX = torch.zeros(0, 3, dtype=torch.float64)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small models on a shared machine: one thread is both what MD uses and far faster under contention."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -29,12 +29,7 @@ DAMPING = 0.03
 NO_BOX = torch.zeros(0, 3, dtype=torch.float64)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def geometry(seed: int = 11, mm_count: int = 300) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
