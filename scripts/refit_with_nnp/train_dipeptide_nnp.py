@@ -147,29 +147,6 @@ def label() -> None:
     )
 
 
-#: Training frames the ANI feature standardisation sees (every k-th one; see ``_bounded_standardisation``).
-STANDARDISE_SAMPLES = 96
-
-
-def _bounded_standardisation() -> None:
-    """Standardise the ANI features on an even subset of the training frames, not on all of them.
-
-    ``biomol_nnp.train.initialise.standardise_features`` collates every training frame into one batch, and the
-    angular descriptor builds a [pairs x pairs] mask over the whole batch: for ~850 frames of 26 atoms that is a
-    41 GB allocation (reported to the owner of ``biomol_nnp/models``). The mean and spread of the features are
-    set from ``STANDARDISE_SAMPLES`` frames spread over all molecules instead (statistics, not a fit).
-    """
-    from biomol_nnp.train import initialise
-
-    full = initialise.standardise_features
-
-    def bounded(model: Any, samples: Any) -> None:
-        stride = max(1, len(samples) // STANDARDISE_SAMPLES)
-        full(model, list(samples)[::stride])
-
-    initialise.ARCHITECTURE_STEPS["ani"] = bounded
-
-
 def ensure_model(progress: bool = False) -> Path:
     """``nnp/model.pt``: labelled and trained unless already there (resumes an interrupted training)."""
     import torch
@@ -182,7 +159,6 @@ def ensure_model(progress: bool = False) -> Path:
     CACHE.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
     label()
-    _bounded_standardisation()
     cpu, wall = _cpu_s(), time.perf_counter()
     out = train_and_export(settings(), LABELS, MODEL_DIR, progress=progress, resume=True)
     _record("train", _cpu_s() - cpu, time.perf_counter() - wall, test=out["metrics"]["test"])
@@ -206,7 +182,6 @@ def export_best_so_far() -> Path:
     from biomol_nnp.train.trainer import MemberResult, evaluate_all, merge_members, split_samples
 
     torch.set_num_threads(1)
-    _bounded_standardisation()
     config = settings()
     store = LabelStore(LABELS)
     samples = samples_from_store(store)
