@@ -398,7 +398,10 @@ class ActiveLearningSettings(Settings):
     walker_steps: int = Field(500, ge=1, description="MD steps of each walker per iteration.")
     frame_interval: int = Field(50, ge=1, description="Steps between the frames a walker keeps for selection.")
     minimize_iterations: int = Field(
-        50, ge=0, description="Energy-minimiser iterations of each walker before its MD (0: none)."
+        50,
+        ge=0,
+        description="Energy-minimiser iterations of each walker before its MD (0: none); on the MM surface before "
+        "the MM equilibration when mm_equilibration_steps > 0 (the NNP/MM walker is then not minimised).",
     )
     mm_equilibration_steps: int = Field(
         0,
@@ -414,6 +417,15 @@ class ActiveLearningSettings(Settings):
     )
     target_uncertain_fraction: float = Field(
         0.05, ge=0, le=1, description="Stop when the fraction of uncertain frames of an iteration falls below this."
+    )
+    threshold_quantile: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="When set, force_std_threshold_kj_per_mol_nm is replaced by this quantile of the max force std "
+        "of the first iteration's walker frames and kept fixed afterwards (recorded in state.json), so the "
+        "threshold is measured on the configurations explored and a falling uncertain fraction shows learning "
+        "(0.5: half the first iteration's frames are uncertain); None: the fixed threshold.",
     )
     selection_ceiling_kj_per_mol_nm: float | None = Field(
         None,

@@ -57,6 +57,7 @@ TABLE_COLUMNS = (
     "walkers_failed",
     "uncertain_fraction",
     "mean_max_force_std_kj_per_mol_nm",
+    "force_std_threshold_kj_per_mol_nm",
     "selected",
     "labels_added",
     "labels_failed",
@@ -104,7 +105,11 @@ def check_settings(active: ActiveLearningSettings) -> None:
     from biomol_nnp.qm.labels import LabelStore
 
     ceiling = active.selection_ceiling_kj_per_mol_nm
-    if ceiling is not None and ceiling <= active.force_std_threshold_kj_per_mol_nm:
+    if (
+        ceiling is not None
+        and active.threshold_quantile is None
+        and ceiling <= active.force_std_threshold_kj_per_mol_nm
+    ):
         raise ConfigError(
             f"active.selection_ceiling_kj_per_mol_nm={ceiling:g} is not above force_std_threshold_kj_per_mol_nm="
             f"{active.force_std_threshold_kj_per_mol_nm:g}, so no frame could be selected; raise the ceiling or "
@@ -229,12 +234,13 @@ def _walkers_phase(
         )
     write_configurations(configs, folder / "frames.h5")
     force_std = np.array([s for r in results for s in r.force_std])
-    threshold = settings.active.force_std_threshold_kj_per_mol_nm
+    threshold = calibrated_threshold(settings.active, state, force_std)
     write_json_atomic(
         folder / "walkers.json", {"walkers": [r.summary() for r in results], "threshold_kj_per_mol_nm": threshold}
     )
     row.update(
         frames=len(configs),
+        force_std_threshold_kj_per_mol_nm=threshold,
         walkers_failed=sum(bool(r.error) for r in results),
         uncertain_fraction=uncertain_fraction(force_std, threshold),
         mean_max_force_std_kj_per_mol_nm=float(np.nanmean(force_std)),
@@ -248,6 +254,42 @@ def _walkers_phase(
         row["walkers_failed"],
         row["uncertain_fraction"],
     )
+
+
+def calibrated_threshold(active: ActiveLearningSettings, state: dict[str, Any], force_std: np.ndarray) -> float:
+    """The uncertainty threshold of the loop, kJ/mol/nm: ``active.force_std_threshold_kj_per_mol_nm``, or with
+    ``active.threshold_quantile`` that quantile of the first walker round's ``force_std``, stored in ``state``
+    (``"threshold"``) and kept for every later iteration and a resumed run.
+
+    Raises
+    ------
+    ConfigError
+        The calibrated threshold is not below ``active.selection_ceiling_kj_per_mol_nm``, so no frame could be
+        selected.
+    """
+    if "threshold" in state:
+        return float(state["threshold"])
+    if active.threshold_quantile is None:
+        return active.force_std_threshold_kj_per_mol_nm
+    finite = force_std[np.isfinite(force_std)]
+    if finite.size == 0:  # no usable frame: keep the fixed threshold, calibrate on the next round
+        return active.force_std_threshold_kj_per_mol_nm
+    threshold = float(np.quantile(finite, active.threshold_quantile))
+    ceiling = active.selection_ceiling_kj_per_mol_nm
+    if ceiling is not None and ceiling <= threshold:
+        raise ConfigError(
+            f"active.selection_ceiling_kj_per_mol_nm={ceiling:g} is not above the threshold calibrated from the first "
+            f"walkers ({threshold:.1f} kJ/mol/nm, quantile {active.threshold_quantile:g}), so no frame could be "
+            "selected; raise the ceiling or set it to null"
+        )
+    state["threshold"] = threshold
+    logger.info(
+        "uncertainty threshold: %.1f kJ/mol/nm, the %g quantile of %d first-iteration frames",
+        threshold,
+        active.threshold_quantile,
+        finite.size,
+    )
+    return threshold
 
 
 def _select_phase(
@@ -268,7 +310,7 @@ def _select_phase(
         else select_frames(
             force_std,
             frame_descriptors([c.positions for c in configs]),
-            active.force_std_threshold_kj_per_mol_nm,
+            state.get("threshold", active.force_std_threshold_kj_per_mol_nm),
             budget,
             active.selection_ceiling_kj_per_mol_nm,
         )

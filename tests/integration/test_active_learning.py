@@ -178,3 +178,33 @@ def test_walkers_can_start_from_equilibrated_mm_solvent(initial, tmp_path):
     shift = [np.abs(w.configs[0].positions - cold.configs[0].positions).max() for w in warm]
     assert min(shift) > 0.01  # nm: 200 MM steps moved the region away from the minimised input structure
     assert np.abs(warm[0].configs[0].positions - warm[1].configs[0].positions).max() > 0.01  # seeds differ
+
+
+def test_walker_from_mm_equilibrated_solvent_is_not_minimised_on_the_nnp_surface(initial, tmp_path):
+    """After the MM equilibration the NNP/MM walker starts as it is: minimising on the surface of a model that has
+    not learnt the embedding yet pulls the region into the model's holes (the benchmark's walkers blew up so)."""
+    import openmm.unit as u
+
+    from biomol_nnp.active.selection import inverse_distance_descriptor
+    from biomol_nnp.active.walkers import _mm_equilibrated, run_walker
+    from biomol_nnp.simulate.runner import build_mixed_system, langevin_simulation
+    from biomol_nnp.train.trainer import torch_threads
+
+    settings = loop_settings(initial, tmp_path, workers=0)
+    settings.active.walker_steps, settings.active.frame_interval = 5, 5
+    settings.active.mm_equilibration_steps, settings.active.minimize_iterations = 50, 100
+    walker = run_walker(settings, str(settings.active.initial_model), 1, 0)
+    assert not walker.error
+    # the same walker by hand: MM-minimised and equilibrated, then NNP/MM MD with no minimiser
+    run = settings.simulation.model_copy(update={"model_path": settings.active.initial_model})
+    topology, mm_system, mixed, ml_atoms, positions = build_mixed_system(settings.system, run)
+    with torch_threads(run.torch_threads):
+        start = _mm_equilibrated(settings, topology, mm_system, positions, walker.seed, 1)
+        sim = langevin_simulation(
+            topology, mixed, start, run.timestep_fs, run.temperature_k, run.friction_per_ps, walker.seed, "CPU", 1, 0
+        )
+        sim.step(5)
+    xyz = sim.context.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(u.nanometer)[ml_atoms]
+    np.testing.assert_allclose(
+        inverse_distance_descriptor(walker.configs[0].positions), inverse_distance_descriptor(xyz), rtol=1e-6
+    )

@@ -78,6 +78,24 @@ def test_uncertain_fraction_ignores_unusable_frames():
     assert np.isnan(uncertain_fraction(np.array([np.nan]), 50.0))
 
 
+def test_threshold_is_calibrated_on_the_first_walkers_and_then_kept():
+    from biomol_nnp.active.loop import calibrated_threshold
+
+    fixed = ActiveLearningSettings(force_std_threshold_kj_per_mol_nm=50.0)
+    state: dict = {}
+    assert calibrated_threshold(fixed, state, np.array([10.0, 900.0])) == 50.0 and "threshold" not in state
+    active = fixed.model_copy(update={"threshold_quantile": 0.5})
+    first = np.array([100.0, 200.0, np.nan, 300.0, 400.0])  # the NaN frame (a walker that blew up) is not counted
+    threshold = calibrated_threshold(active, state, first)
+    assert threshold == pytest.approx(250.0) and state["threshold"] == threshold
+    assert uncertain_fraction(first, threshold) == 0.5  # half the first round is uncertain by construction
+    assert calibrated_threshold(active, state, np.array([1.0, 2.0])) == threshold  # later rounds: fixed
+    assert calibrated_threshold(active, {}, np.array([np.nan])) == 50.0  # nothing usable: the fixed one for now
+    capped = active.model_copy(update={"selection_ceiling_kj_per_mol_nm": 200.0})
+    with pytest.raises(ConfigError, match=r"selection_ceiling_kj_per_mol_nm=200 is not above the threshold calibrated"):
+        calibrated_threshold(capped, {}, first)
+
+
 def test_bad_budgets_and_missing_inputs_are_refused(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("active:\n  max_labels: 0\n")
@@ -85,6 +103,9 @@ def test_bad_budgets_and_missing_inputs_are_refused(tmp_path):
         PipelineSettings.from_yaml(bad)
     bad.write_text("active:\n  labels_per_iteration: 0\n")
     with pytest.raises(ConfigError, match="labels_per_iteration"):
+        PipelineSettings.from_yaml(bad)
+    bad.write_text("active:\n  threshold_quantile: 1.0\n")
+    with pytest.raises(ConfigError, match="threshold_quantile"):
         PipelineSettings.from_yaml(bad)
 
     from biomol_nnp.active import check_settings
@@ -97,6 +118,8 @@ def test_bad_budgets_and_missing_inputs_are_refused(tmp_path):
     )
     with pytest.raises(ConfigError, match=r"selection_ceiling_kj_per_mol_nm=40 is not above"):
         check_settings(low)
+    with pytest.raises(ConfigError, match=r"active.labels_path=None"):  # calibrated threshold: checked at iteration 1
+        check_settings(low.model_copy(update={"threshold_quantile": 0.5}))
     with pytest.raises(ConfigError, match=r"active.labels_path=.*missing.h5.* is not a label store"):
         check_settings(ActiveLearningSettings(initial_model=model, labels_path=tmp_path / "missing.h5"))
 
