@@ -218,8 +218,11 @@ class ModelSettings(Settings):
     embedding_switch_width_nm: float = Field(
         0.1, gt=0, description="Width of the molecule switch below the embedding cutoff, nm."
     )
-    embedding_damping_nm: float = Field(
-        0.03, gt=0, description="Short-range damping length of the Coulomb kernel erf(r/a)/r, nm."
+    embedding_width_nm: float = Field(
+        0.03,
+        gt=0,
+        description="Softening width w of the MM-charge kernel 1/sqrt(r^2 + w^2), nm, for the region elements and "
+        "MM charge signs the training labels cannot fit (the others are fitted to the embedding energies).",
     )
     painn: PaiNNSettings = Field(default_factory=PaiNNSettings, description="PaiNN hyperparameters.")
     long_range: LongRangeSettings = Field(

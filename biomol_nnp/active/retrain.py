@@ -29,7 +29,7 @@ from biomol_nnp.exceptions import ModelFileError
 from biomol_nnp.models.ani import NNPEnsemble, build_ensemble
 from biomol_nnp.qm.labels import LabeledConfiguration
 from biomol_nnp.train.data import TrainingSample, split_validation
-from biomol_nnp.train.initialise import set_repulsion_onsets
+from biomol_nnp.train.initialise import refit_embedding_widths, set_repulsion_onsets
 from biomol_nnp.train.trainer import FORCE_KJ_NM_TO_KCAL_A, evaluate, split_samples, train_member
 from biomol_nnp.units import KJ_TO_KCAL
 
@@ -95,6 +95,7 @@ def finetune(
     previous_onsets = model.repulsion_onset.clone()
     set_repulsion_onsets(model, train, model_settings.elements)
     model.repulsion_onset.copy_(torch.minimum(previous_onsets, model.repulsion_onset))
+    refit_embedding_widths(model, train, model_settings.elements)  # the labelled solvated frames fix the kernel
     warm = settings.model_copy(update={"epochs": epochs, "learning_rate": learning_rate})
     started = time.perf_counter()
     result = train_member(train, validation, model_settings, warm, 0, start_model=model)

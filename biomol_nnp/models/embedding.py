@@ -3,7 +3,11 @@
 E_emb = k_e sum_a q_a phi_B(r_a) - 1/2 sum_a alpha_a |E_B(r_a)|^2, where phi_B and E_B are the
 potential and field of the MM charges, computed with
 
-- a damped Coulomb kernel erf(r/a)/r so a close MM charge cannot blow up the energy,
+- a softened Coulomb kernel 1/sqrt(r^2 + w^2) (Klopman-Ohno form, as GFN2-xTB couples its atomic charges to
+  external point charges), so a close MM charge cannot blow up the energy. The width w is per region element
+  and per sign of the MM charge (a cation-like and an anion-like MM site are seen with different widths, as
+  xTB's point-charge hardness depends on the MM element); ``widths`` [E, 2] is a buffer fitted to the
+  labels before training (`biomol_nnp.train.initialise.fit_embedding_widths`);
 - minimum-image displacements when a periodic box is given.
 
 Which MM charges enter, and with what switching weight, is decided per molecule by
@@ -13,15 +17,13 @@ Units: nm, e, kJ/mol; alpha in e^2 nm^2 / (kJ/mol), so alpha |E|^2 is in kJ/mol.
 All tensors are batched: region [B, N, 3], MM [B, M, 3]; padding MM charges are zero.
 
 >>> import torch
->>> kernel = EmbeddingKernel(damping=0.03)
->>> potential, field = kernel(torch.zeros(1, 1, 3, dtype=torch.float64),
+>>> kernel = EmbeddingKernel(num_elements=1, width=0.1).double()
+>>> potential, field = kernel(torch.zeros(1, 1, 3, dtype=torch.float64), torch.zeros(1, 1, dtype=torch.long),
 ...     torch.tensor([[[0.5, 0.0, 0.0]]], dtype=torch.float64), torch.tensor([[1.0]], dtype=torch.float64),
 ...     torch.zeros(0, 3, dtype=torch.float64))
->>> round(float(potential), 3)  # k_e * 1 e / 0.5 nm
-277.871
+>>> round(float(potential), 3)  # k_e * 1 e / sqrt(0.5^2 + 0.1^2) nm
+272.485
 """
-
-import math
 
 import torch
 
@@ -38,98 +40,68 @@ def minimum_image(displacements: torch.Tensor, box: torch.Tensor) -> torch.Tenso
     return out
 
 
-DAMPING_RANGE = 7.0
-"""Pairs farther than this many damping lengths use plain 1/r: erfc(7) = 4e-23 and the Gaussian term of the
-field is 5e-21 relative, both below double round-off."""
-
-
 class EmbeddingKernel(torch.nn.Module):
     """Potential [B, N] (kJ/mol/e) and field [B, N, 3] (kJ/mol/nm/e) of MM charges at region atoms.
 
-    Every given charge contributes (no cutoff here: callers pass whole molecules within the group
-    cutoff with switched charges, see `environment.py`); ``box`` of shape [3, 3] applies the minimum
-    image, an empty box [0, 3] means explicit coordinates.
+    phi_a = k_e sum_b q_b / sqrt(r_ab^2 + w_ab^2) and E_a = -grad_a phi_a, with w_ab = ``widths``[element of a,
+    sign of q_b]. Every given charge contributes (no cutoff here: callers pass whole molecules within the group
+    cutoff with switched charges, see `environment.py`); ``box`` of shape [3, 3] applies the minimum image, an
+    empty box [0, 3] means explicit coordinates.
     """
 
-    def __init__(self, damping: float) -> None:
+    widths: torch.Tensor
+
+    def __init__(self, num_elements: int, width: float) -> None:
         super().__init__()
-        self.damping = damping
         self.coulomb = ELECTROSTATIC_CONSTANT
-        self.short_range = DAMPING_RANGE * damping
+        self.register_buffer("widths", torch.full((num_elements, 2), width))
+
+    def squared_widths(self, species: torch.Tensor, mm_charges: torch.Tensor) -> torch.Tensor:
+        """w_ab^2 [B, N, M] for region atoms of element index ``species`` [B, N] and MM charges [B, M]."""
+        squared = self.widths[species.clamp(min=0)].pow(2)  # [B, N, 2]
+        negative = (mm_charges < 0).unsqueeze(1)  # [B, 1, M]
+        return torch.where(negative, squared[..., 1:2], squared[..., 0:1])  # columns: positive (or zero), negative
 
     def forward(
-        self, positions: torch.Tensor, mm_positions: torch.Tensor, mm_charges: torch.Tensor, box: torch.Tensor
+        self,
+        positions: torch.Tensor,
+        species: torch.Tensor,
+        mm_positions: torch.Tensor,
+        mm_charges: torch.Tensor,
+        box: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        softening = self.squared_widths(species, mm_charges)
         charges = self.coulomb * mm_charges.unsqueeze(1)  # [B, 1, M]
         if box.shape[0] == 3 or positions.dtype != torch.float64:
             vectors = positions.unsqueeze(2) - mm_positions.unsqueeze(1)  # [B, N, M, 3]
             if box.shape[0] == 3:
                 vectors = minimum_image(vectors, box)
-            squared = (vectors * vectors).sum(-1)
-            inverse = torch.rsqrt(squared.clamp(min=1e-12))
-            # plain Coulomb for every pair; field = -grad_r phi = sum_b q_b (r_a - r_b) / r^3
+            inverse = torch.rsqrt((vectors * vectors).sum(-1) + softening)
+            # field = -grad_r phi = sum_b q_b (r_a - r_b) / (r^2 + w^2)^(3/2)
             scaled = charges * inverse
-            potential = scaled.sum(-1)
-            field = torch.einsum("bnm,bnmk->bnk", scaled * inverse * inverse, vectors)
-            close = (squared.detach() < self.short_range * self.short_range).nonzero()
-        else:
-            potential, field, close = self._dense_float64(positions, mm_positions, charges.squeeze(1))
-        return self._damping_correction(positions, mm_positions, charges, close, potential, field, box)
+            return scaled.sum(-1), torch.einsum("bnm,bnmk->bnk", scaled * inverse * inverse, vectors)
+        return self._dense_float64(positions, mm_positions, charges.squeeze(1), softening)
 
     def _dense_float64(
-        self, positions: torch.Tensor, mm_positions: torch.Tensor, charges: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Plain-Coulomb potential [B, N] and field [B, N, 3] and the close pairs [C, 3], float64, no box.
+        self, positions: torch.Tensor, mm_positions: torch.Tensor, charges: torch.Tensor, softening: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Potential [B, N] and field [B, N, 3], float64, no box, in few passes over the [B, N, M] pairs.
 
-        Few passes over the [B, N, M] pairs, each cheap to differentiate: the squared distances are one matrix
-        product of augmented coordinates (x, |x|^2, 1) . (-2y, 1, |y|^2), relative to the first region atom so
-        the |r|^2 terms stay small against r_ab^2; the potential is 1/r times the charges and the field is
-        x sum_b q_b / r^3 - sum_b q_b y_b / r^3, both matrix products. No [B, N, M, 3] tensor is formed.
+        Each pass is cheap to differentiate: the squared distances are one matrix product of augmented
+        coordinates (x, |x|^2, 1) . (-2y, 1, |y|^2), relative to the first region atom so the |r|^2 terms stay
+        small against r_ab^2; the potential is the inverse softened distance times the charges and the field is
+        x sum_b q_b s_ab^3 - sum_b q_b y_b s_ab^3 (s = 1/sqrt(r^2 + w^2)), both matrix products. No [B, N, M, 3]
+        tensor is formed.
         """
         origin = positions[:, :1]
         x, y = positions - origin, mm_positions - origin
         left = torch.cat([x, (x * x).sum(-1, keepdim=True), torch.ones_like(x[..., :1])], -1)
         right = torch.cat([-2.0 * y, torch.ones_like(y[..., :1]), (y * y).sum(-1, keepdim=True)], -1)
-        squared = left @ right.transpose(1, 2)
-        plain = squared.detach()
-        nearest = plain.amin(1)  # [B, M]: MM atoms near no region atom need no damping (most of them)
-        b, m = (nearest < self.short_range * self.short_range).nonzero().unbind(1)
-        candidate, a = (plain[b, :, m] < self.short_range * self.short_range).nonzero().unbind(1)
-        close = torch.stack([b[candidate], a, m[candidate]], dim=1)
-        if bool((nearest < 1e-12).any()):  # coincident atoms: clamp as the other path does
-            squared = squared + (plain.clamp(min=1e-12) - plain)
-        inverse = torch.rsqrt(squared)
+        inverse = torch.rsqrt(left @ right.transpose(1, 2) + softening)
         charges = charges.unsqueeze(-1)  # [B, M, 1]
         potential = (inverse @ charges).squeeze(-1)
-        moments = inverse.pow(3) @ torch.cat([charges, charges * y], -1)  # [B, N, 4]: sum q/r^3, sum q y/r^3
-        return potential, x * moments[..., :1] - moments[..., 1:], close
-
-    def _damping_correction(
-        self,
-        positions: torch.Tensor,
-        mm_positions: torch.Tensor,
-        charges: torch.Tensor,
-        close: torch.Tensor,
-        potential: torch.Tensor,
-        field: torch.Tensor,
-        box: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """erf damping for the ``close`` pairs [C, 3] (b, a, m), where it differs from 1/r above round-off."""
-        if close.shape[0] == 0:
-            return potential, field
-        b, a, m = close[:, 0], close[:, 1], close[:, 2]
-        vectors = positions[b, a] - mm_positions[b, m]
-        if box.shape[0] == 3:
-            vectors = minimum_image(vectors, box)
-        r = torch.linalg.norm(vectors, dim=-1).clamp(min=1e-6)
-        q = charges[b, 0, m]
-        erfc = torch.erfc(r / self.damping) / r
-        slope = (2.0 / math.sqrt(math.pi) / self.damping) * torch.exp(-((r / self.damping) ** 2)) + erfc
-        row = b * positions.shape[1] + a
-        flat_potential = potential.reshape(-1).index_add(0, row, -q * erfc)
-        correction = -(q * slope / (r * r)).unsqueeze(-1) * vectors
-        flat_field = field.reshape(-1, 3).index_add(0, row, correction)
-        return flat_potential.reshape(potential.shape), flat_field.reshape(field.shape)
+        moments = inverse.pow(3) @ torch.cat([charges, charges * y], -1)  # [B, N, 4]: sum q s^3, sum q y s^3
+        return potential, x * moments[..., :1] - moments[..., 1:]
 
 
 def embedding_energy(

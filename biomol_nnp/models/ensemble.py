@@ -65,7 +65,7 @@ class EnsembleModel(torch.nn.Module, abc.ABC):
         self.architecture = architecture
         self.cutoff = cutoff
         self.num_elements = len(elements)
-        self.kernel = EmbeddingKernel(settings.embedding_damping_nm)
+        self.kernel = EmbeddingKernel(len(elements), settings.embedding_width_nm)
         self.long_range = LongRange(settings.long_range, elements, cutoff)
         element_index = torch.full((MAX_ATOMIC_NUMBER + 1,), -1, dtype=torch.long)
         element_index[torch.tensor(elements)] = torch.arange(len(elements))
@@ -108,7 +108,7 @@ class EnsembleModel(torch.nn.Module, abc.ABC):
         vacuum = self.energy_scale * outputs[..., 0].sum(-1) + self.core_repulsion(positions, species)
         vacuum = vacuum + self.long_range(positions, species, charges)
         if mm_positions.shape[1] > 0:
-            potential, field = self.kernel(positions, mm_positions, mm_charges, box)
+            potential, field = self.kernel(positions, species, mm_positions, mm_charges, box)
             alpha = self.polarizability_scale * torch.nn.functional.softplus(outputs[..., 2]) * real
             embedding = embedding_energy(charges, alpha, potential, field)
         else:

@@ -9,7 +9,6 @@ Compared: member energies, forces on region and MM atoms (deployed file, saved a
 second derivatives training takes through ``member_terms`` (create_graph=True).
 """
 
-import math
 import sys
 import types
 
@@ -25,7 +24,9 @@ from biomol_nnp.models.registry import build_model, model_cutoff
 from biomol_nnp.units import ELECTROSTATIC_CONSTANT
 
 NUMBERS = torch.tensor([6, 1, 1, 1, 6, 8, 7, 1, 6, 1, 8, 1, 1, 6, 1, 1])
-DAMPING = 0.03
+WIDTHS = torch.tensor([[0.12, 0.10], [0.26, 0.27], [0.31, 0.30], [0.09, 0.08]], dtype=torch.float64)
+"""Softening widths of the embedding kernel, nm, per model element (H C N O) and MM-charge sign (+, -)."""
+SPECIES = torch.tensor([{1: 0, 6: 1, 7: 2, 8: 3}[int(z)] for z in NUMBERS]).unsqueeze(0)
 NO_BOX = torch.zeros(0, 3, dtype=torch.float64)
 
 
@@ -48,23 +49,32 @@ def geometry(seed: int = 11, mm_count: int = 300) -> tuple[torch.Tensor, torch.T
 
 
 def reference_potential_field(
-    positions: torch.Tensor, mm_positions: torch.Tensor, mm_charges: torch.Tensor, damping: float
+    positions: torch.Tensor,
+    species: torch.Tensor,
+    mm_positions: torch.Tensor,
+    mm_charges: torch.Tensor,
+    widths: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """k q erf(r/a)/r summed over every pair [B, N] and its field -grad phi [B, N, 3], written out."""
+    """k q / sqrt(r^2 + w^2) summed over every pair [B, N], w by region element and MM-charge sign, and the field
+    as minus the autograd gradient of each atom's potential [B, N, 3]."""
+    if not positions.requires_grad:
+        positions = positions.clone().requires_grad_(True)
     vectors = positions.unsqueeze(2) - mm_positions.unsqueeze(1)  # [B, N, M, 3]
-    r = torch.linalg.norm(vectors, dim=-1)
-    q = ELECTROSTATIC_CONSTANT * mm_charges.unsqueeze(1)
-    potential = (q * torch.erf(r / damping) / r).sum(-1)
-    slope = (
-        torch.erf(r / damping) / (r * r) - 2.0 / (math.sqrt(math.pi) * damping) * torch.exp(-((r / damping) ** 2)) / r
-    )
-    field = ((q * slope / r).unsqueeze(-1) * vectors).sum(2)
-    return potential, field
+    per_atom = widths[species]  # [B, N, 2]
+    w = torch.where(mm_charges.unsqueeze(1) < 0, per_atom[..., 1:2], per_atom[..., 0:1])
+    distance = torch.sqrt(torch.linalg.norm(vectors, dim=-1) ** 2 + w * w)
+    potential = (ELECTROSTATIC_CONSTANT * mm_charges.unsqueeze(1) / distance).sum(-1)
+    (gradient,) = torch.autograd.grad(potential.sum(), positions, create_graph=True)
+    return potential, -gradient
 
 
 class ReferenceKernel(torch.nn.Module):
-    def forward(self, positions, mm_positions, mm_charges, box):
-        return reference_potential_field(positions, mm_positions, mm_charges, DAMPING)
+    def __init__(self, widths: torch.Tensor) -> None:
+        super().__init__()
+        self.widths = widths
+
+    def forward(self, positions, species, mm_positions, mm_charges, box):
+        return reference_potential_field(positions, species, mm_positions, mm_charges, self.widths)
 
 
 def reference_descriptor(descriptor, positions: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
@@ -130,7 +140,7 @@ def reference_atomic_outputs(model, positions: torch.Tensor, species: torch.Tens
 
 def as_reference(model):
     """The same eager model (same weights) computing through the reference functions above."""
-    model.kernel = ReferenceKernel()
+    model.kernel = ReferenceKernel(model.kernel.widths)
     model.atomic_outputs = types.MethodType(reference_atomic_outputs, model)
     model.core_repulsion = types.MethodType(reference_repulsion, model)
     return model
@@ -139,8 +149,9 @@ def as_reference(model):
 def trained_like(architecture: str, members: int, dtype: torch.dtype, seed: int = 5):
     """A model away from its near-flat initial state, with a repulsion wall that some pairs are inside."""
     torch.manual_seed(seed)
-    model = build_model(ModelSettings(architecture=architecture, embedding_damping_nm=DAMPING), members)
+    model = build_model(ModelSettings(architecture=architecture), members)
     with torch.no_grad():
+        model.kernel.widths.copy_(WIDTHS)
         model.self_energies.copy_(torch.tensor([-1500.0, -100000.0, -140000.0, -197000.0]))
         model.energy_scale.fill_(20.0)
         model.repulsion_onset.fill_(0.14)
@@ -164,16 +175,23 @@ def energies_and_forces(module, positions, mm_positions, mm_charges):
 # ---- the embedding kernel ----
 
 
+def kernel_with_widths() -> EmbeddingKernel:
+    kernel = EmbeddingKernel(len(WIDTHS), 0.1).double()
+    kernel.widths.copy_(WIDTHS)
+    return kernel
+
+
 def test_dense_float64_kernel_matches_the_written_out_field():
     """A batch of two configurations (the second's region shifted), potential, field, energy and forces."""
     positions, mm_positions, mm_charges = geometry()
     x = torch.stack([positions, positions + 0.02]).requires_grad_(True)
     y = torch.stack([mm_positions, mm_positions.flip(0)]).requires_grad_(True)
     q = torch.stack([mm_charges, mm_charges.flip(0)])
+    species = SPECIES.expand(2, -1)
     charges, alpha = torch.linspace(-0.4, 0.4, len(NUMBERS)).double().unsqueeze(0), torch.full((1, len(NUMBERS)), 2e-4)
     results = []
-    for kernel in (EmbeddingKernel(DAMPING), ReferenceKernel()):
-        potential, field = kernel(x, y, q, NO_BOX)
+    for kernel in (kernel_with_widths(), ReferenceKernel(WIDTHS)):
+        potential, field = kernel(x, species, y, q, NO_BOX)
         energy = embedding_energy(charges, alpha.double(), potential, field).sum()
         grads = torch.autograd.grad(energy, (x, y))
         results.append([t.detach() for t in (potential, field, energy, *grads)])
@@ -189,26 +207,28 @@ def test_explicit_kernel_paths_match_the_written_out_field(case):
     dtype = torch.float32 if case == "float32" else torch.float64
     box = 20.0 * torch.eye(3, dtype=dtype) if case == "box" else NO_BOX.to(dtype)
     x, y, q = (t.unsqueeze(0).to(dtype) for t in (positions, mm_positions, mm_charges))
-    fast = EmbeddingKernel(DAMPING)(x, y, q, box)
-    slow = reference_potential_field(*(t.unsqueeze(0) for t in (positions, mm_positions, mm_charges)), DAMPING)
+    fast = kernel_with_widths().to(dtype)(x, SPECIES, y, q, box)
+    slow = reference_potential_field(
+        positions.unsqueeze(0), SPECIES, mm_positions.unsqueeze(0), mm_charges.unsqueeze(0), WIDTHS
+    )
     tolerance = 1e-12 if dtype == torch.float64 else 1e-5
     for a, b in zip(fast, slow, strict=True):
+        b = b.detach()
         assert float((a.double() - b).abs().max()) <= tolerance * float(b.abs().max())
 
 
-def test_dense_kernel_clamps_a_charge_on_a_region_atom_like_the_explicit_path():
-    """A charge exactly on a region atom: finite, and the same potential as the explicit path; the field at the
-    other atoms agrees (at that atom the r = 0 pair's x - y cancellation leaves round-off times 1e18)."""
+def test_a_charge_on_a_region_atom_is_finite_and_the_same_on_both_kernel_paths():
+    """The softened kernel has no singularity: a charge exactly on a region atom gives finite values, equal on
+    the dense and the explicit path (at that atom the dense field's x - y cancellation leaves round-off)."""
     positions, mm_positions, mm_charges = geometry(seed=4, mm_count=40)
     mm_positions[0] = positions[3]
     x, y, q = positions.unsqueeze(0), mm_positions.unsqueeze(0), mm_charges.unsqueeze(0)
-    kernel = EmbeddingKernel(DAMPING)
-    dense = kernel(x, y, q, NO_BOX)
-    explicit = kernel(x, y, q, 50.0 * torch.eye(3, dtype=torch.float64))  # a box too large to move anything
+    kernel = kernel_with_widths()
+    dense = kernel(x, SPECIES, y, q, NO_BOX)
+    explicit = kernel(x, SPECIES, y, q, 50.0 * torch.eye(3, dtype=torch.float64))  # a box too large to move anything
     assert all(bool(torch.isfinite(t).all()) for t in dense)
-    torch.testing.assert_close(dense[0], explicit[0], rtol=1e-10, atol=1e-7)  # 1e6 / nm terms cancel at r = 0
-    others = torch.arange(len(NUMBERS)) != 3
-    torch.testing.assert_close(dense[1][:, others], explicit[1][:, others], rtol=1e-10, atol=1e-9)
+    torch.testing.assert_close(dense[0], explicit[0], rtol=1e-12, atol=1e-9)
+    torch.testing.assert_close(dense[1], explicit[1], rtol=1e-10, atol=1e-7)
 
 
 # ---- the deployed model ----
