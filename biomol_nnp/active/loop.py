@@ -8,9 +8,10 @@ configurations it already holds, by hash):
 1. ``walkers``: ``active.walkers`` short NNP/MM runs (Dask tasks); every frame carved with its point charges and
    scored by the ensemble's largest per-atom force standard deviation (``iteration_NN/frames.h5``,
    ``walkers.json``);
-2. ``select``: the uncertain frames (above ``force_std_threshold_kj_per_mol_nm``), farthest-point diverse, up
-   to the per-iteration and total label budgets (``selected.json``); when the uncertain fraction is below
-   ``target_uncertain_fraction`` the loop stops here;
+2. ``select``: the uncertain frames (above ``force_std_threshold_kj_per_mol_nm``, or with ``threshold_quantile``
+   above that quantile of the first iteration's frames, fixed from then on: :func:`calibrated_threshold`),
+   farthest-point diverse, up to the per-iteration and total label budgets (``selected.json``); when the
+   uncertain fraction is below ``target_uncertain_fraction`` the loop stops here;
 3. ``label``: QM labels of the selected frames appended to ``active.labels_path``;
 4. ``train``: the ensemble retrained from the previous weights for ``retrain_epochs`` on all labels, exported
    (``iteration_NN/model.pt``) and scored on the held-out store ``test_labels_path``.
