@@ -44,6 +44,7 @@ HERE = Path(__file__).resolve().parent
 DATA = HERE / "data" / "active_learning"
 RESULTS = HERE / "results"
 TARGET_REDUCTION = 0.30
+WALKERS = 8
 WALKER_STOP_FACTOR = 10.0
 """A walker stops after a frame whose max force std exceeds this times the vacuum training frames' median."""
 THRESHOLD_RULE = (
@@ -69,7 +70,7 @@ def benchmark_settings() -> Any:
             "initial_model": DATA / "initial_model" / "model.pt",
             "labels_path": DATA / "run" / "labels.h5",
             "test_labels_path": DATA / "test_labels.h5",
-            "walkers": 8,
+            "walkers": WALKERS,
             "walker_steps": 200,
             "frame_interval": 10,
             "minimize_iterations": 50,  # on the MM surface, before the MM equilibration
@@ -203,11 +204,21 @@ def main() -> None:
     parser.add_argument(
         "--report-only", action="store_true", help="write the result from the loop's state as it is (no computation)"
     )
+    parser.add_argument(
+        "--walkers",
+        type=int,
+        default=WALKERS,
+        help=f"walkers per round (default {WALKERS}); another count writes run_<n>walkers/ and "
+        "active_learning_<n>walkers.json/.png",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     settings = benchmark_settings()
     started = time.perf_counter()
-    run_dir = DATA / "run"
+    settings.active.walkers = args.walkers
+    name = "active_learning" if args.walkers == WALKERS else f"active_learning_{args.walkers}walkers"
+    run_dir = DATA / ("run" if args.walkers == WALKERS else f"run_{args.walkers}walkers")
+    settings.active.labels_path = run_dir / "labels.h5"
     timings: dict[str, float] = {}
     if not args.report_only:
         timings = prepare_data(settings)
@@ -274,8 +285,8 @@ def main() -> None:
         "machine": f"{platform.machine()}, {platform.python_version()}; 2 CPU cores shared with other jobs",
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(RESULTS / "active_learning.json", outcome)
-    plot(outcome["models"], mae, fractions, labels, RESULTS / "active_learning.png")
+    write_json_atomic(RESULTS / f"{name}.json", outcome)
+    plot(outcome["models"], mae, fractions, labels, RESULTS / f"{name}.png")
 
     logger.info(
         "held-out force MAE %s kcal/mol/A (reduction %.0f %%), uncertain fraction %s, %.0f s",
