@@ -111,6 +111,7 @@ def test_kill_after_labelling_resumes_without_relabelling_and_crashed_walker_is_
     import biomol_nnp.active.walkers as walkers
 
     settings = loop_settings(initial, tmp_path, workers=0)
+    settings.active.threshold_quantile = 0.5  # calibrated on the first walkers, kept across the kill
     frames = walkers._frames
 
     def crash_walker_one(settings, model_path, iteration, walker, seed, threads):
@@ -128,6 +129,8 @@ def test_kill_after_labelling_resumes_without_relabelling_and_crashed_walker_is_
             run_active_learning(settings, tmp_path / "run")
     state = json.loads((tmp_path / "run" / "state.json").read_text())
     assert state["done"] == ["walkers", "select", "label"]
+    stds = json.loads((tmp_path / "run" / "iteration_01" / "walkers.json").read_text())["walkers"][0]
+    assert state["threshold"] == pytest.approx(np.median(stds["max_force_std_kj_per_mol_nm"]))
     records = LabelStore(tmp_path / "labels.h5").n_records
     frames_file = tmp_path / "run" / "iteration_01" / "frames.h5"
     written = frames_file.stat().st_mtime_ns
@@ -138,7 +141,9 @@ def test_kill_after_labelling_resumes_without_relabelling_and_crashed_walker_is_
     assert "resuming" in caplog.text and "iteration 1: walkers" not in caplog.text
     assert LabelStore(tmp_path / "labels.h5").n_records == records  # no QM calculation repeated
     assert frames_file.stat().st_mtime_ns == written
-    assert result.stopped == "max_iterations" and result.rows[1]["labels_added"] == 2
+    assert result.stopped == "max_iterations" and result.rows[1]["labels_added"] == 1  # 1 of 2 frames above median
+    assert result.rows[1]["force_std_threshold_kj_per_mol_nm"] == state["threshold"]
+    assert json.loads((tmp_path / "run" / "state.json").read_text())["threshold"] == state["threshold"]
     assert result.rows[1]["walkers_failed"] == 1 and result.rows[1]["frames"] == 2
     summary = json.loads((tmp_path / "run" / "iteration_01" / "walkers.json").read_text())["walkers"]
     assert summary[1]["error"] == "RuntimeError: simulated walker crash" and summary[1]["frames"] == 0
