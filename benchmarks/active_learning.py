@@ -3,7 +3,7 @@
 1. Initial model: GFN2-xTB labels of vacuum MM-MD frames only (500 K), an ensemble trained on them.
 2. Held-out set: solvated MM-MD frames (300 K, other seeds), labelled once with GFN2-xTB/MM (the region in
    the field of the TIP3P point charges); never used in training.
-3. Three iterations of `biomol-nnp active-learn` on the solvated dipeptide: 8 walkers per iteration (Dask tasks),
+3. Three iterations of `biomol-nnp active-learn` on the solvated dipeptide: 12 walkers per iteration (Dask tasks),
    each 2 ps of pure MM (minimised on the MM surface) and then 200 NNP/MM steps at 300 K, 1 fs, a frame every 10
    steps; up to 48 uncertain + diverse frames labelled with GFN2-xTB/MM per iteration; 40 warm-started epochs from
    2e-4 on all labels (initial + added); then one more round of walkers with the final model to measure its
@@ -21,10 +21,11 @@ Reported per model (0 = initial): force MAE against GFN2-xTB/MM on the held-out 
 electrostatic embedding vs QM forces with the point charges) and the uncertain fraction of the walkers it drove.
 Target: >= 30 % lower held-out force MAE after three iterations, and a falling uncertain fraction.
 
-Run (about 20 min on 2 shared cores with the data cached, ~10 min more to train the initial model and ~15 min to
+Run (about 19 min on 2 shared cores with the data cached, ~10 min more to train the initial model and ~15 min to
 label the held-out set; data cached in benchmarks/data/active_learning/):
 
-    nice .venv/bin/python benchmarks/active_learning.py
+    nice .venv/bin/python benchmarks/active_learning.py                # 12 walkers per round
+    nice .venv/bin/python benchmarks/active_learning.py --walkers 8    # the smaller run, its own files
 
 Writes benchmarks/results/active_learning.json and active_learning.png.
 """
@@ -44,7 +45,7 @@ HERE = Path(__file__).resolve().parent
 DATA = HERE / "data" / "active_learning"
 RESULTS = HERE / "results"
 TARGET_REDUCTION = 0.30
-WALKERS = 8
+WALKERS = 12
 WALKER_STOP_FACTOR = 10.0
 """A walker stops after a frame whose max force std exceeds this times the vacuum training frames' median."""
 THRESHOLD_RULE = (
