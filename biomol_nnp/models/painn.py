@@ -105,7 +105,10 @@ def fast_block(
         message_weight = scalar_channels(message_weight, features, -2)
         message_bias = scalar_channels(message_bias, features, -1)
     hidden = torch.nn.functional.silu(linear(scalars, weights[1], weights[2]))
-    x = linear(hidden, message_weight, message_bias).index_select(-2, second) * linear(radial, filter_weight)
+    filters = linear(radial, filter_weight).unsqueeze(-3)  # one filter per pair for both directions [..., 1, Q, C]
+    messages = linear(hidden, message_weight, message_bias).index_select(-2, second)
+    shape = messages.shape
+    x = (messages.view(list(shape[:-2]) + [2, -1, shape[-1]]) * filters).view(shape)  # [..., P, C], P = 2 Q
     if first_block:
         ds, dvs = x.split(features, dim=-1)
         dv = dvs.unsqueeze(-2) * units.unsqueeze(-1)  # messages j -> i [..., P, 3, F]
@@ -114,8 +117,7 @@ def fast_block(
         dv = torch.addcmul(dvs.unsqueeze(-2) * units.unsqueeze(-1), vectors.index_select(-3, second), dvv.unsqueeze(-2))
     scalars = scalars.index_add(-2, first, ds)
     vectors = vectors.index_add(-3, first, dv)
-    shape = vectors.shape
-    uv = linear(vectors.flatten(-3, -2), weights[5]).view(list(shape[:-1]) + [2 * features])
+    uv = linear(vectors.flatten(-3, -2), weights[5]).view(list(vectors.shape[:-1]) + [2 * features])
     u, v = uv.split(features, dim=-1)
     norm = torch.sqrt((v * v).sum(-2) + epsilon)
     avv, asv, ass = mlp(torch.cat([scalars, norm], dim=-1), weights, 6).split(features, dim=-1)
@@ -243,24 +245,25 @@ class PaiNNEnsemble(EnsembleModel):
     def atomic_outputs(self, positions: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
         """Per-member atomic (energy / energy_scale, raw charge, raw polarisability) [K, B, N, 3]."""
         batch, n = species.shape[0], species.shape[1]
-        with torch.no_grad():  # find the pairs inside the cutoff, then differentiate through those only
+        with torch.no_grad():  # find the pairs i < j inside the cutoff, then differentiate through those only
             _, distances, mask = pair_geometry(positions, species)
-            b, i, j = (mask & (distances < self.cutoff)).nonzero().unbind(1)
-        first, second = b * n + i, b * n + j
+            b, i, j = torch.triu(mask & (distances < self.cutoff), diagonal=1).nonzero().unbind(1)
+        low, high = b * n + i, b * n + j
         # index_select (backward: index_add) is much cheaper than advanced indexing
         flat_positions = positions.reshape(-1, 3)
-        vectors = flat_positions.index_select(0, second) - flat_positions.index_select(0, first)  # r_j - r_i
+        vectors = flat_positions.index_select(0, high) - flat_positions.index_select(0, low)  # r_j - r_i, i < j
         pair_distances = torch.linalg.norm(vectors, dim=-1)
         inverse = 1.0 / pair_distances.unsqueeze(-1)
+        units = vectors * inverse
         # every pair is inside the cutoff: cosine envelope x message scale x the basis' sqrt(2 / r_c) / r
         envelope = 0.5 * torch.cos(pair_distances * (math.pi / self.cutoff)) + 0.5
         scale = self.message_scale * self.basis_prefactor
         out = self.members_forward(
             species.reshape(-1),
-            first,
-            second,
+            torch.cat([low, high]),  # messages j -> i, then i -> j (unit vector reversed)
+            torch.cat([high, low]),
             pair_distances,
-            vectors * inverse,
+            torch.cat([units, -units]),
             envelope.unsqueeze(-1) * inverse * scale,
         )
         return out.reshape(-1, batch, n, 3)
