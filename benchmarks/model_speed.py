@@ -10,7 +10,7 @@ Region: alanine dipeptide plus its 9 nearest waters (49 atoms, H C N O) from
 nearest to the region, TIP3P charges. One call = forward + autograd forces on region and MM atoms
 (torchani: region atoms). Timing: median and fastest wall time of ``--repeats`` calls after ``--warmup``
 calls, and the fastest thread CPU time (what a call costs when it has a core to itself), the models called
-round-robin so that load on a shared machine affects them alike.
+round-robin (in a shuffled order) so that load on a shared machine affects them alike.
 
 The timed calls run in one process, so torchani shares the allocator setting ``load_model`` makes
 (`biomol_nnp.models.export.keep_freed_memory`).
@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import random
 import statistics
 import tempfile
 import time
@@ -79,14 +80,19 @@ def interleaved_medians(
     calls: dict[str, Callable[[], None]], warmup: int, repeats: int
 ) -> tuple[dict[str, float], dict[str, float], dict[str, float]]:
     """Median and fastest wall time and fastest thread CPU time (ms) of each call, timed round-robin so that load
-    changes hit every model alike. CPU time leaves out the time the thread waits for a core on a shared machine."""
+    changes hit every model alike. The order is shuffled every round (fixed seed), so no model always follows the
+    same one (a call runs 5-10% slower right after a model that fills the caches). CPU time leaves out the time
+    the thread waits for a core on a shared machine."""
     for call in calls.values():
         for _ in range(warmup):
             call()
     times: dict[str, list[float]] = {name: [] for name in calls}
     cpu: dict[str, list[float]] = {name: [] for name in calls}
+    names, shuffle = list(calls), random.Random(0).shuffle
     for _ in range(repeats):
-        for name, call in calls.items():
+        shuffle(names)
+        for name in names:
+            call = calls[name]
             start, cpu_start = time.perf_counter(), time.thread_time()
             call()
             cpu[name].append(time.thread_time() - cpu_start)
