@@ -8,8 +8,11 @@ mixes s and v through norms and scalar products of v, which keeps s rotation inv
 After the blocks a head maps s to (atomic energy, raw charge, raw polarisability), turned into the
 deployed-model terms by `EnsembleModel`. All activations are SiLU (smooth; no kinks).
 
-The geometry (pairs from a dense mask, distances, unit vectors, envelope) is computed once and shared
-by the members; every learnable weight belongs to a member in ``self.members``.
+The geometry (pairs i < j from a dense mask, distances, unit vectors, envelope) is computed once per
+unordered pair and shared by both message directions and by the members; every learnable weight belongs
+to a member in ``self.members``. `PaiNNMember.forward` is the plain per-member definition over ordered
+pairs; the ensemble evaluates all members in one pass (`fast_block`, weights stacked along K), with the
+same results to round-off (`tests/unit/test_model_speed_paths.py`).
 
 >>> from biomol_nnp.config import ModelSettings
 >>> model = build_painn(ModelSettings(architecture="painn"), ensemble_size=2)
