@@ -8,8 +8,9 @@ embedding), each at the same ensemble sizes.
 Region: alanine dipeptide plus its 9 nearest waters (49 atoms, H C N O) from
 ``systems/alanine_dipeptide/solvated.pdb``; MM charges: the 2000 other water atoms (and periodic images)
 nearest to the region, TIP3P charges. One call = forward + autograd forces on region and MM atoms
-(torchani: region atoms). Timing: median of ``--repeats`` calls after ``--warmup`` calls, the models
-called round-robin so that load on a shared machine affects them alike.
+(torchani: region atoms). Timing: median and fastest wall time of ``--repeats`` calls after ``--warmup``
+calls, and the fastest thread CPU time (what a call costs when it has a core to itself), the models called
+round-robin (in a shuffled order) so that load on a shared machine affects them alike.
 
 The timed calls run in one process, so torchani shares the allocator setting ``load_model`` makes
 (`biomol_nnp.models.export.keep_freed_memory`).
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import random
 import statistics
 import tempfile
 import time
@@ -76,19 +78,28 @@ def region_and_environment(waters: int = 9, charges: int = 2000) -> dict[str, np
 
 def interleaved_medians(
     calls: dict[str, Callable[[], None]], warmup: int, repeats: int
-) -> tuple[dict[str, float], dict[str, float]]:
-    """Median and fastest wall time (ms) of each call, timed round-robin so load changes hit every model alike."""
+) -> tuple[dict[str, float], dict[str, float], dict[str, float]]:
+    """Median and fastest wall time and fastest thread CPU time (ms) of each call, timed round-robin so that load
+    changes hit every model alike. The order is shuffled every round (fixed seed), so no model always follows the
+    same one (a call runs 5-10% slower right after a model that fills the caches). CPU time leaves out the time
+    the thread waits for a core on a shared machine."""
     for call in calls.values():
         for _ in range(warmup):
             call()
     times: dict[str, list[float]] = {name: [] for name in calls}
+    cpu: dict[str, list[float]] = {name: [] for name in calls}
+    names, shuffle = list(calls), random.Random(0).shuffle
     for _ in range(repeats):
-        for name, call in calls.items():
-            start = time.perf_counter()
+        shuffle(names)
+        for name in names:
+            call = calls[name]
+            start, cpu_start = time.perf_counter(), time.thread_time()
             call()
+            cpu[name].append(time.thread_time() - cpu_start)
             times[name].append(time.perf_counter() - start)
     medians = {name: 1000.0 * statistics.median(values) for name, values in times.items()}
-    return medians, {name: 1000.0 * min(values) for name, values in times.items()}
+    fastest = {name: 1000.0 * min(values) for name, values in times.items()}
+    return medians, fastest, {name: 1000.0 * min(values) for name, values in cpu.items()}
 
 
 def ours(
@@ -174,10 +185,11 @@ def main() -> None:
                 "biomol_nnp_painn_vacuum": ours("painn", members, geometry, Path(tmp), with_mm=False),
                 "torchani_ani2x": torchani_ani2x(members, geometry),
             }
-            row, fastest = interleaved_medians(calls, args.warmup, args.repeats)
+            row, fastest, cpu = interleaved_medians(calls, args.warmup, args.repeats)
             for name in ("ani", "painn", "ani_vacuum", "painn_vacuum"):
                 row[f"{name}_over_torchani"] = row[f"biomol_nnp_{name}"] / row["torchani_ani2x"]
                 row[f"{name}_over_torchani_fastest"] = fastest[f"biomol_nnp_{name}"] / fastest["torchani_ani2x"]
+                row[f"{name}_over_torchani_cpu_fastest"] = cpu[f"biomol_nnp_{name}"] / cpu["torchani_ani2x"]
             results[f"members_{members}"] = row
             logging.getLogger(__name__).info("%d members: %s", members, row)
     write_json_atomic(
@@ -185,7 +197,8 @@ def main() -> None:
         {
             "description": "median ms per energy+forces call, 1 thread, float64; *_vacuum: our model without MM "
             "charges (the work torchani does); the others with 2000 MM charges (forces on MM atoms too); "
-            "*_over_torchani: ratio of medians, *_fastest: ratio of the fastest calls (less sensitive to load)",
+            "*_over_torchani: ratio of medians, *_fastest: ratio of the fastest calls (less sensitive to load), "
+            "*_cpu_fastest: ratio of the smallest thread CPU times (leaves out waiting for a core)",
             "load_average_1min": os.getloadavg()[0],
             "settings": {"warmup": args.warmup, "repeats": args.repeats, "painn": ModelSettings().painn.model_dump()},
             "region_atoms": int(len(geometry["atomic_numbers"])),

@@ -8,8 +8,11 @@ mixes s and v through norms and scalar products of v, which keeps s rotation inv
 After the blocks a head maps s to (atomic energy, raw charge, raw polarisability), turned into the
 deployed-model terms by `EnsembleModel`. All activations are SiLU (smooth; no kinks).
 
-The geometry (pairs from a dense mask, distances, unit vectors, envelope) is computed once and shared
-by the members; every learnable weight belongs to a member in ``self.members``.
+The geometry (pairs i < j from a dense mask, distances, unit vectors, envelope) is computed once per
+unordered pair and shared by both message directions and by the members; every learnable weight belongs
+to a member in ``self.members``. `PaiNNMember.forward` is the plain per-member definition over ordered
+pairs; the ensemble evaluates all members in one pass (`fast_block`, weights stacked along K), with the
+same results to round-off (`tests/unit/test_model_speed_paths.py`).
 
 >>> from biomol_nnp.config import ModelSettings
 >>> model = build_painn(ModelSettings(architecture="painn"), ensemble_size=2)
@@ -21,7 +24,7 @@ import math
 import torch
 
 from biomol_nnp.config import ModelSettings
-from biomol_nnp.models.descriptors import cosine_cutoff, pair_geometry
+from biomol_nnp.models.descriptors import pair_geometry
 from biomol_nnp.models.ensemble import EnsembleModel, init_output_layer
 
 DEFAULT_NEIGHBOURS = 16.0
@@ -51,7 +54,7 @@ class MLP(torch.nn.Sequential):
         super().__init__(torch.nn.Linear(inputs, hidden), torch.nn.SiLU(), torch.nn.Linear(hidden, outputs))
 
     def flat_weights(self) -> list[torch.Tensor]:
-        """(weight, bias, weight, bias) of the two Linear layers, the order `batched_mlp` takes."""
+        """(weight, bias, weight, bias) of the two Linear layers, the order `mlp` takes."""
         # getattr: mypy types a submodule's attributes as Tensor | Module and TorchScript cannot narrow them
         first, last = self[0], self[2]
         return [getattr(first, "weight"), getattr(first, "bias"), getattr(last, "weight"), getattr(last, "bias")]  # noqa: B009
@@ -61,20 +64,27 @@ BLOCK_WEIGHTS = 10
 """Tensors per interaction block in `InteractionBlock.flat_weights`."""
 
 
-def batched_linear(inputs: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """K members' Linear layers at once: inputs [K, A, in], weight [K, out, in], bias [K, out] -> [K, A, out]."""
+def linear(inputs: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """One member's Linear (weight [out, in]) or K members' at once (weight [K, out, in], inputs [K, A, in])."""
+    if weight.dim() == 2:
+        return torch.nn.functional.linear(inputs, weight, bias)
     if bias is None:
         return torch.bmm(inputs, weight.transpose(1, 2))
     return torch.baddbmm(bias.unsqueeze(1), inputs, weight.transpose(1, 2))
 
 
-def batched_mlp(inputs: torch.Tensor, weights: list[torch.Tensor], start: int) -> torch.Tensor:
-    """K members' `mlp` at once from stacked (weight, bias, weight, bias) at ``weights[start:start + 4]``."""
-    hidden = torch.nn.functional.silu(batched_linear(inputs, weights[start], weights[start + 1]))
-    return batched_linear(hidden, weights[start + 2], weights[start + 3])
+def mlp(inputs: torch.Tensor, weights: list[torch.Tensor], start: int) -> torch.Tensor:
+    """`MLP` from (weight, bias, weight, bias) at ``weights[start:start + 4]``, one member's or K members' stacked."""
+    hidden = torch.nn.functional.silu(linear(inputs, weights[start], weights[start + 1]))
+    return linear(hidden, weights[start + 2], weights[start + 3])
 
 
-def batched_block(
+def scalar_channels(weight: torch.Tensor, features: int, dim: int) -> torch.Tensor:
+    """The (s, vs) thirds of a message weight or bias whose ``dim`` holds the (s, vv, vs) channels [3F]."""
+    return torch.cat([weight.narrow(dim, 0, features), weight.narrow(dim, 2 * features, features)], dim)
+
+
+def fast_block(
     scalars: torch.Tensor,
     vectors: torch.Tensor,
     radial: torch.Tensor,
@@ -82,30 +92,40 @@ def batched_block(
     second: torch.Tensor,
     units: torch.Tensor,
     weights: list[torch.Tensor],
-    has_vectors: bool,
+    first_block: bool,
     epsilon: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """`InteractionBlock.forward` for K members at once: scalars [K, A, F], vectors [K, A, 3, F], radial [K, P, R].
+    """`InteractionBlock.forward` from its `InteractionBlock.flat_weights`: scalars [..., A, F], vectors [..., A, 3, F].
 
-    ``weights`` are the members' `InteractionBlock.flat_weights` stacked along a leading K axis; ``epsilon`` is
+    The leading ``...`` is empty (one member's weights) or K (members' weights stacked). In the first block
+    v = 0, so the vv channel of the filter and message (rows F:2F) is skipped; ``epsilon`` is
     `VECTOR_NORM_EPSILON`.
     """
     features = scalars.shape[-1]
-    filters = torch.bmm(radial, weights[0].transpose(1, 2))
-    x = batched_mlp(scalars, weights, 1).index_select(1, second) * filters  # messages j -> i [K, P, 3F]
-    ds, dvv, dvs = x.split(features, dim=-1)
-    dv = dvs.unsqueeze(2) * units.unsqueeze(-1)  # [K, P, 3, F]
-    if has_vectors:
-        dv = torch.addcmul(dv, vectors.index_select(1, second), dvv.unsqueeze(2))
-    scalars = scalars.index_add(1, first, ds)
-    vectors = vectors.index_add(1, first, dv)
-    members, atoms = vectors.shape[0], vectors.shape[1]
-    uv = batched_linear(vectors.reshape(members, atoms * 3, features), weights[5]).reshape(members, atoms, 3, -1)
+    filter_weight, message_weight, message_bias = weights[0], weights[3], weights[4]
+    if first_block:
+        filter_weight = scalar_channels(filter_weight, features, -2)
+        message_weight = scalar_channels(message_weight, features, -2)
+        message_bias = scalar_channels(message_bias, features, -1)
+    hidden = torch.nn.functional.silu(linear(scalars, weights[1], weights[2]))
+    filters = linear(radial, filter_weight).unsqueeze(-3)  # one filter per pair for both directions [..., 1, Q, C]
+    messages = linear(hidden, message_weight, message_bias).index_select(-2, second)
+    shape = messages.shape
+    x = (messages.view(list(shape[:-2]) + [2, -1, shape[-1]]) * filters).view(shape)  # [..., P, C], P = 2 Q
+    if first_block:
+        ds, dvs = x.split(features, dim=-1)
+        dv = dvs.unsqueeze(-2) * units.unsqueeze(-1)  # messages j -> i [..., P, 3, F]
+    else:
+        ds, dvv, dvs = x.split(features, dim=-1)
+        dv = torch.addcmul(dvs.unsqueeze(-2) * units.unsqueeze(-1), vectors.index_select(-3, second), dvv.unsqueeze(-2))
+    scalars = scalars.index_add(-2, first, ds)
+    vectors = vectors.index_add(-3, first, dv)
+    uv = linear(vectors.flatten(-3, -2), weights[5]).view(list(vectors.shape[:-1]) + [2 * features])
     u, v = uv.split(features, dim=-1)
-    norm = torch.sqrt((v * v).sum(2) + epsilon)
-    avv, asv, ass = batched_mlp(torch.cat([scalars, norm], dim=-1), weights, 6).split(features, dim=-1)
-    vectors = torch.addcmul(vectors, avv.unsqueeze(2), u)
-    scalars = scalars + asv * (u * v).sum(2) + ass
+    norm = torch.sqrt((v * v).sum(-2) + epsilon)
+    avv, asv, ass = mlp(torch.cat([scalars, norm], dim=-1), weights, 6).split(features, dim=-1)
+    vectors = torch.addcmul(vectors, avv.unsqueeze(-2), u)
+    scalars = scalars + asv * (u * v).sum(-2) + ass
     return scalars, vectors
 
 
@@ -147,7 +167,7 @@ class InteractionBlock(torch.nn.Module):
         return scalars, vectors
 
     def flat_weights(self) -> list[torch.Tensor]:
-        """The block's weights in `BLOCK_WEIGHTS` order (see `batched_block`)."""
+        """The block's weights in `BLOCK_WEIGHTS` order (see `fast_block`)."""
         return (
             [self.filter.weight]
             + self.message.flat_weights()
@@ -228,58 +248,66 @@ class PaiNNEnsemble(EnsembleModel):
     def atomic_outputs(self, positions: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
         """Per-member atomic (energy / energy_scale, raw charge, raw polarisability) [K, B, N, 3]."""
         batch, n = species.shape[0], species.shape[1]
-        with torch.no_grad():  # find the pairs inside the cutoff, then differentiate through those only
+        with torch.no_grad():  # find the pairs i < j inside the cutoff, then differentiate through those only
             _, distances, mask = pair_geometry(positions, species)
-            b, i, j = (mask & (distances < self.cutoff)).nonzero().unbind(1)
-        first, second = b * n + i, b * n + j
+            b, i, j = torch.triu(mask & (distances < self.cutoff), diagonal=1).nonzero().unbind(1)
+        low, high = b * n + i, b * n + j
         # index_select (backward: index_add) is much cheaper than advanced indexing
         flat_positions = positions.reshape(-1, 3)
-        vectors = flat_positions.index_select(0, second) - flat_positions.index_select(0, first)  # r_j - r_i
+        vectors = flat_positions.index_select(0, high) - flat_positions.index_select(0, low)  # r_j - r_i, i < j
         pair_distances = torch.linalg.norm(vectors, dim=-1)
-        units = vectors / pair_distances.unsqueeze(-1)
-        envelope = (cosine_cutoff(pair_distances, self.cutoff) * self.message_scale).unsqueeze(-1)
-        flat_species = species.reshape(-1)
-        if len(self.members) > 1:
-            out = self.batched_members(flat_species, first, second, pair_distances, units, envelope)
-            return out.reshape(out.shape[0], batch, n, 3)
-        outputs: list[torch.Tensor] = []
-        for member in self.members:
-            out = member(flat_species, first, second, pair_distances, units, envelope)
-            outputs.append(out.reshape(batch, n, 3))
-        return torch.stack(outputs)
+        inverse = 1.0 / pair_distances.unsqueeze(-1)
+        units = vectors * inverse
+        # every pair is inside the cutoff: cosine envelope x message scale x the basis' sqrt(2 / r_c) / r
+        envelope = 0.5 * torch.cos(pair_distances * (math.pi / self.cutoff)) + 0.5
+        scale = self.message_scale * self.basis_prefactor
+        out = self.members_forward(
+            species.reshape(-1),
+            torch.cat([low, high]),  # messages j -> i, then i -> j (unit vector reversed)
+            torch.cat([high, low]),
+            pair_distances,
+            torch.cat([units, -units]),
+            envelope.unsqueeze(-1) * inverse * scale,
+        )
+        return out.reshape(-1, batch, n, 3)
 
-    def batched_members(
+    def member_weights(self) -> list[torch.Tensor]:
+        """`PaiNNMember.flat_weights` of the one member, or of all members stacked along a leading K axis."""
+        per_member: list[list[torch.Tensor]] = []
+        for member in self.members:
+            per_member.append(getattr(member, "flat_weights")())  # noqa: B009  # see MLP.flat_weights
+        if len(per_member) == 1:
+            return per_member[0]
+        return [torch.stack([w[index] for w in per_member]) for index in range(len(per_member[0]))]
+
+    def members_forward(
         self,
         species: torch.Tensor,
         first: torch.Tensor,
         second: torch.Tensor,
         distances: torch.Tensor,
         units: torch.Tensor,
-        envelope: torch.Tensor,
+        radial_factor: torch.Tensor,
     ) -> torch.Tensor:
-        """`PaiNNMember.forward` of every member in one pass [K, A, 3]: member weights stacked along a K axis.
+        """`PaiNNMember.forward` of every member in one pass, [A, 3] for one member, [K, A, 3] for K.
 
-        Same arithmetic as the members one by one (to round-off), with K times fewer, K times larger operations.
+        ``radial_factor`` [P, 1] is the envelope times the message scale and the Bessel prefactor over r, so the
+        radial basis is sin(w r) times it. Same arithmetic as the members one by one (to round-off); with several
+        members their weights are stacked along a K axis: K times fewer, K times larger operations.
         """
-        per_member: list[list[torch.Tensor]] = []
-        for member in self.members:
-            per_member.append(getattr(member, "flat_weights")())  # noqa: B009  # see MLP.flat_weights
-        weights = [torch.stack([w[index] for w in per_member]) for index in range(len(per_member[0]))]
-        scalars = weights[0].index_select(1, species.clamp(min=0))  # [K, A, F]
+        weights = self.member_weights()
+        scalars = weights[0].index_select(-2, species.clamp(min=0))  # [..., A, F]
         features = scalars.shape[-1]
-        vectors = torch.zeros(
-            scalars.shape[0], scalars.shape[1], 3, features, dtype=scalars.dtype, device=scalars.device
-        )
-        r = distances.unsqueeze(-1)
-        radial = self.basis_prefactor * torch.sin(weights[1].unsqueeze(1) * r) / r * envelope  # [K, P, R]
+        vectors = scalars.new_zeros(list(scalars.shape[:-1]) + [3, features])
+        radial = torch.sin(weights[1].unsqueeze(-2) * distances.unsqueeze(-1)) * radial_factor  # [..., P, R]
         blocks = (len(weights) - 6) // self.block_weights
         for index in range(blocks):
             start = 2 + index * self.block_weights
             block_weights = weights[start : start + self.block_weights]
-            scalars, vectors = batched_block(
-                scalars, vectors, radial, first, second, units, block_weights, index > 0, self.epsilon
+            scalars, vectors = fast_block(
+                scalars, vectors, radial, first, second, units, block_weights, index == 0, self.epsilon
             )
-        return batched_mlp(scalars, weights, len(weights) - 4)
+        return mlp(scalars, weights, len(weights) - 4)
 
 
 def build_painn(settings: ModelSettings, ensemble_size: int) -> PaiNNEnsemble:

@@ -1,7 +1,8 @@
 """The fast paths of the deployed model agree with straightforward reference computations to round-off.
 
 Optimised paths (`benchmarks/model_speed.py`): the float64 embedding kernel (squared distances and field from
-matrix products, no [B, N, M, 3] tensor), PaiNN members batched into one pass with stacked weights, PaiNN and
+matrix products, no [B, N, M, 3] tensor), PaiNN's one pass for one member or K stacked ones (geometry, radial
+basis and filters once per unordered pair for both message directions, no vv channel in the first block), PaiNN and
 core-repulsion geometry differentiated only through the pairs inside their cutoff, ANI radial terms over the
 pairs inside the cutoff and angular terms over unordered neighbour pairs. The references below are the plain
 formulas: every pair, every ordered triplet, one member at a time, the damped Coulomb field written out.
@@ -281,3 +282,34 @@ def test_training_second_derivatives_match_reference(architecture):
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc mallopt")
 def test_freed_memory_is_kept_on_linux():
     assert keep_freed_memory()
+
+
+# ---- PaiNN's fast path ----
+
+
+@pytest.mark.parametrize("members", [1, 3])
+def test_painn_fast_path_matches_each_member_on_a_padded_batch(members):
+    """One member (unstacked weights) or three (stacked), scripted: a batch of a compact configuration and a
+    stretched, smaller one padded with -1 (some of its pairs beyond the cutoff). Atomic outputs and their position
+    gradients equal each member's reference (`PaiNNMember.forward` over ordered pairs) on each configuration alone."""
+    model = trained_like("painn", members, torch.float64)
+    fast_model = torch.jit.script(model)
+    compact, _, _ = geometry(seed=11)
+    stretched = 1.6 * geometry(seed=4)[0][:11]
+    positions = torch.zeros(2, len(NUMBERS), 3, dtype=torch.float64)
+    positions[0], positions[1, :11] = compact, stretched
+    species = SPECIES.repeat(2, 1)
+    species[1, 11:] = -1
+    _, distances, mask = pair_geometry(positions[1:2, :11], species[1:2, :11])
+    assert 0 < int((mask & (distances > model.cutoff)).sum()) < int(mask.sum())  # pairs on both sides of it
+    weights = torch.randn(members, 2, len(NUMBERS), 3, dtype=torch.float64)
+    x = positions.clone().requires_grad_(True)
+    fast = fast_model.atomic_outputs(x, species)
+    (fast_grad,) = torch.autograd.grad((fast * weights).sum(), x)
+    for index, atoms in enumerate((len(NUMBERS), 11)):
+        y = positions[index : index + 1, :atoms].clone().requires_grad_(True)
+        slow = reference_atomic_outputs(model, y, species[index : index + 1, :atoms])
+        (slow_grad,) = torch.autograd.grad((slow * weights[:, index : index + 1, :atoms]).sum(), y)
+        torch.testing.assert_close(fast[:, index : index + 1, :atoms], slow, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(fast_grad[index : index + 1, :atoms], slow_grad, rtol=1e-11, atol=1e-11)
+    assert float(fast_grad[1, 11:].abs().max()) == 0.0  # padding atoms neither move nor act
