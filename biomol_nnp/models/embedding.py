@@ -70,38 +70,124 @@ class EmbeddingKernel(torch.nn.Module):
         mm_charges: torch.Tensor,
         box: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        softening = self.squared_widths(species, mm_charges)
-        charges = self.coulomb * mm_charges.unsqueeze(1)  # [B, 1, M]
+        vectors = positions.unsqueeze(2) - mm_positions.unsqueeze(1)  # [B, N, M, 3]
+        if box.shape[0] == 3:
+            vectors = minimum_image(vectors, box)
+        inverse = torch.rsqrt((vectors * vectors).sum(-1) + self.squared_widths(species, mm_charges))
+        # field = -grad_r phi = sum_b q_b (r_a - r_b) / (r^2 + w^2)^(3/2)
+        scaled = self.coulomb * mm_charges.unsqueeze(1) * inverse
+        return scaled.sum(-1), torch.einsum("bnm,bnmk->bnk", scaled * inverse * inverse, vectors)
+
+    def energies(
+        self,
+        positions: torch.Tensor,
+        species: torch.Tensor,
+        mm_positions: torch.Tensor,
+        mm_charges: torch.Tensor,
+        box: torch.Tensor,
+        charges: torch.Tensor,
+        polarizabilities: torch.Tensor,
+    ) -> torch.Tensor:
+        """Embedding energies [K, B] kJ/mol of K members' charges and polarisabilities [K, B, N].
+
+        Float64 without a box (how the OpenMM force calls the model, and float64 training) takes
+        `_dense_float64`; otherwise the potential and field come from ``forward`` and autograd differentiates them.
+        """
         if box.shape[0] == 3 or positions.dtype != torch.float64:
-            vectors = positions.unsqueeze(2) - mm_positions.unsqueeze(1)  # [B, N, M, 3]
-            if box.shape[0] == 3:
-                vectors = minimum_image(vectors, box)
-            inverse = torch.rsqrt((vectors * vectors).sum(-1) + softening)
-            # field = -grad_r phi = sum_b q_b (r_a - r_b) / (r^2 + w^2)^(3/2)
-            scaled = charges * inverse
-            return scaled.sum(-1), torch.einsum("bnm,bnmk->bnk", scaled * inverse * inverse, vectors)
-        return self._dense_float64(positions, mm_positions, charges.squeeze(1), softening)
+            potential, field = self.forward(positions, species, mm_positions, mm_charges, box)
+            return embedding_energy(charges, polarizabilities, potential, field)
+        squared_widths = self.widths[species.clamp(min=0)].pow(2)  # [B, N, 2]: for positive, negative MM charges
+        scaled = self.coulomb * mm_charges
+        return self._dense_float64(positions, mm_positions, scaled, squared_widths, charges, polarizabilities)
 
     def _dense_float64(
-        self, positions: torch.Tensor, mm_positions: torch.Tensor, charges: torch.Tensor, softening: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Potential [B, N] and field [B, N, 3], float64, no box, in few passes over the [B, N, M] pairs.
+        self,
+        positions: torch.Tensor,
+        mm_positions: torch.Tensor,
+        mm_charges: torch.Tensor,
+        squared_widths: torch.Tensor,
+        charges: torch.Tensor,
+        alpha: torch.Tensor,
+    ) -> torch.Tensor:
+        """Embedding energies [K, B] with their position gradients written out, float64, no box.
 
-        Each pass is cheap to differentiate: the squared distances are one matrix product of augmented
-        coordinates (x, |x|^2, 1) . (-2y, 1, |y|^2), relative to the first region atom so the |r|^2 terms stay
-        small against r_ab^2; the potential is the inverse softened distance times the charges and the field is
-        x sum_b q_b s_ab^3 - sum_b q_b y_b s_ab^3 (s = 1/sqrt(r^2 + w^2)), both matrix products. No [B, N, M, 3]
-        tensor is formed.
+        The [B, N, M] pair work is done once on detached coordinates, mostly in matrix products: r^2 + w^2 from
+        augmented coordinates (x, |x|^2, 1, w+^2, w-^2) . (-2y, 1, |y|^2, [Q >= 0], [Q < 0]) relative to the
+        first region atom, then with s = 1/sqrt(r^2 + w^2) and d = x_a - y_b (``mm_charges`` Q_b carry k_e;
+        ``squared_widths`` [B, N, 2] are w^2 for positive and negative MM charges):
+
+            phi_a = sum_b Q_b s,   F_a = sum_b Q_b s^3 d,   J_a F_a = F_a sum_b Q_b s^3 - 3 sum_b Q_b s^5 (d.F_a) d
+            dE/dx_a = -q_a F_a - alpha_a J_a F_a
+            dE/dy_b = Q_b sum_a [q_a s^3 d + alpha_a s^3 F_a - 3 alpha_a s^5 (d.F_a) d]
+
+        (J_a = dF_a/dx_a). The energy returned is sum_a q_a phi_a - 1/2 alpha_a |F_a|^2 plus
+        g . (x - x.detach()) for both gradients g: zero in value, and its derivative is the gradient, so
+        autograd gives exact forces on region and MM atoms without differentiating the pair work. The
+        region gradients stay functions of q and alpha, so the derivatives training takes of region forces with
+        respect to the weights are exact too. Not available on this path (the other one has them): second
+        derivatives with respect to positions, and derivatives of MM-atom forces with respect to the weights.
         """
-        origin = positions[:, :1]
-        x, y = positions - origin, mm_positions - origin
-        left = torch.cat([x, (x * x).sum(-1, keepdim=True), torch.ones_like(x[..., :1])], -1)
-        right = torch.cat([-2.0 * y, torch.ones_like(y[..., :1]), (y * y).sum(-1, keepdim=True)], -1)
-        inverse = torch.rsqrt(left @ right.transpose(1, 2) + softening)
-        charges = charges.unsqueeze(-1)  # [B, M, 1]
-        potential = (inverse @ charges).squeeze(-1)
-        moments = inverse.pow(3) @ torch.cat([charges, charges * y], -1)  # [B, N, 4]: sum q s^3, sum q y s^3
-        return potential, x * moments[..., :1] - moments[..., 1:]
+        region, mm = positions.detach(), mm_positions.detach()
+        origin = region[:, :1]
+        x, y = region - origin, mm - origin
+        q_mm = mm_charges.unsqueeze(-1)  # [B, M, 1]
+        negative = (q_mm < 0).to(y.dtype)
+        left = torch.cat([x, (x * x).sum(-1, keepdim=True), torch.ones_like(x[..., :1]), squared_widths], -1)
+        right = torch.cat(
+            [-2.0 * y, torch.ones_like(q_mm), (y * y).sum(-1, keepdim=True), 1.0 - negative, negative], -1
+        )
+        s2 = 1.0 / (left @ right.transpose(1, 2))  # [B, N, M]
+        s1 = torch.sqrt(s2)
+        s3 = s1 * s2
+        potential = (s1 @ q_mm).squeeze(-1)
+        moments = s3 @ torch.cat([q_mm, q_mm * y], -1)  # [B, N, 4]: sum Q s^3, sum Q s^3 y
+        field = x * moments[..., :1] - moments[..., 1:]
+        energy = (charges * potential).sum(-1) - 0.5 * (alpha * (field * field).sum(-1)).sum(-1)
+        if not (positions.requires_grad or mm_positions.requires_grad):
+            return energy
+        # the gradients below are taken as constants of the MM charges (switched charges carry their own
+        # gradient through the energy above) and of the MM positions
+        f, q_fixed, total = field.detach(), q_mm.detach(), moments[..., :1].detach()
+        # Q_b s^5 (d.F_a), the d.F_a Q_b from one product: (F_a, x_a.F_a) . (-Q_b y_b, Q_b)
+        projected = torch.cat([f, (x * f).sum(-1, keepdim=True)], -1)
+        third = s3 * s2 * (projected @ torch.cat([-q_fixed * y, q_fixed], -1).transpose(1, 2))
+        if positions.requires_grad:
+            sums = third @ torch.cat([torch.ones_like(q_fixed), y], -1)  # [B, N, 4]: sum_b third, sum_b third y_b
+            field_gradient = f * total - 3.0 * (x * sums[..., :1] - sums[..., 1:])  # J_a F_a
+            gradient = -(charges.unsqueeze(-1) * f + alpha.unsqueeze(-1) * field_gradient)  # [K, B, N, 3]
+            energy = energy + (gradient * (positions - region)).sum((-1, -2))
+        if mm_positions.requires_grad:
+            # detached charges: no use differentiates forces on MM atoms with respect to the weights
+            gradient_mm = self._mm_gradient(x, y, s3, third, q_fixed, f, charges.detach(), alpha.detach())
+            energy = energy + (gradient_mm * (mm_positions - mm)).sum((-1, -2))
+        return energy
+
+    def _mm_gradient(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        s3: torch.Tensor,
+        third: torch.Tensor,
+        q_mm: torch.Tensor,
+        field: torch.Tensor,
+        charges: torch.Tensor,
+        alpha: torch.Tensor,
+    ) -> torch.Tensor:
+        """dE/dy_b [K, B, M, 3] of `_dense_float64`, all members in two matrix products over the pairs."""
+        q = charges.permute(1, 2, 0).unsqueeze(-1)  # [B, N, K, 1]
+        a = alpha.permute(1, 2, 0).unsqueeze(-1)
+        b, n, k = q.shape[0], q.shape[1], q.shape[2]
+        xs = x.unsqueeze(2)  # [B, N, 1, 3]
+        # sum_a s^3 [q_a x_a, q_a, alpha_a F_a] and sum_a (Q s^5 d.F) [alpha_a x_a, alpha_a]
+        first = torch.cat([q * xs, q, a * field.unsqueeze(2)], -1).reshape(b, n, -1)
+        second = torch.cat([a * xs, a], -1).reshape(b, n, -1)
+        one = (s3.transpose(1, 2) @ first).reshape(b, -1, k, 7)  # [B, M, K, 7]
+        two = (third.transpose(1, 2) @ second).reshape(b, -1, k, 4)
+        ys = y.unsqueeze(2)  # [B, M, 1, 3]
+        gradient = q_mm.unsqueeze(-1) * (one[..., :3] - ys * one[..., 3:4] + one[..., 4:]) - 3.0 * (
+            two[..., :3] - ys * two[..., 3:]
+        )
+        return gradient.permute(2, 0, 1, 3)
 
 
 def embedding_energy(

@@ -28,7 +28,7 @@ import torch
 
 from biomol_nnp.config import ModelSettings
 from biomol_nnp.models.descriptors import pair_geometry
-from biomol_nnp.models.embedding import EmbeddingKernel, embedding_energy
+from biomol_nnp.models.embedding import EmbeddingKernel
 from biomol_nnp.models.long_range import LongRange
 
 POLARIZABILITY_SCALE = 1.0e-5
@@ -108,9 +108,8 @@ class EnsembleModel(torch.nn.Module, abc.ABC):
         vacuum = self.energy_scale * outputs[..., 0].sum(-1) + self.core_repulsion(positions, species)
         vacuum = vacuum + self.long_range(positions, species, charges)
         if mm_positions.shape[1] > 0:
-            potential, field = self.kernel(positions, species, mm_positions, mm_charges, box)
             alpha = self.polarizability_scale * torch.nn.functional.softplus(outputs[..., 2]) * real
-            embedding = embedding_energy(charges, alpha, potential, field)
+            embedding = self.kernel.energies(positions, species, mm_positions, mm_charges, box, charges, alpha)
         else:
             embedding = torch.zeros_like(vacuum)
         return vacuum, charges, embedding

@@ -249,7 +249,11 @@ def check_shapes(state: dict[str, torch.Tensor], metadata: dict[str, Any], where
     try:
         settings = ModelSettings.model_validate(metadata["settings"])
     except ValidationError as err:
-        raise ModelFileError(f"{where}: metadata settings are not valid ModelSettings:\n{err}") from err
+        raise ModelFileError(
+            f"{where}: metadata settings are not valid ModelSettings (a file written by another biomol-nnp "
+            f"version, e.g. one with the erf embedding kernel, before 'embedding_width_nm'; retrain it with "
+            f"`biomol-nnp train`):\n{err}"
+        ) from err
     expected = build_model(settings, int(metadata["ensemble_size"])).state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))

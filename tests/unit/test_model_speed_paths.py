@@ -77,6 +77,10 @@ class ReferenceKernel(torch.nn.Module):
     def forward(self, positions, species, mm_positions, mm_charges, box):
         return reference_potential_field(positions, species, mm_positions, mm_charges, self.widths)
 
+    def energies(self, positions, species, mm_positions, mm_charges, box, charges, polarizabilities):
+        potential, field = self.forward(positions, species, mm_positions, mm_charges, box)
+        return embedding_energy(charges, polarizabilities, potential, field)
+
 
 def reference_descriptor(descriptor, positions: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
     """Symmetry functions over every pair (dense radial) and every ordered triplet (j != k, factor 2^-zeta)."""
@@ -182,23 +186,46 @@ def kernel_with_widths() -> EmbeddingKernel:
     return kernel
 
 
-def test_dense_float64_kernel_matches_the_written_out_field():
-    """A batch of two configurations (the second's region shifted), potential, field, energy and forces."""
+def test_dense_float64_energies_match_the_written_out_field():
+    """Three members' charges and polarisabilities on a batch of two configurations (the second's region shifted):
+    energies, forces on region and MM atoms, and the derivatives of a region-force loss with respect to the
+    charges and polarisabilities (what training differentiates), against autograd through the reference."""
     positions, mm_positions, mm_charges = geometry()
-    x = torch.stack([positions, positions + 0.02]).requires_grad_(True)
-    y = torch.stack([mm_positions, mm_positions.flip(0)]).requires_grad_(True)
-    q = torch.stack([mm_charges, mm_charges.flip(0)])
+    rng = torch.Generator().manual_seed(2)
+    charges = (0.4 * torch.randn(3, 2, len(NUMBERS), generator=rng, dtype=torch.float64)).requires_grad_(True)
+    alpha = (2e-4 * torch.rand(3, 2, len(NUMBERS), generator=rng, dtype=torch.float64)).requires_grad_(True)
     species = SPECIES.expand(2, -1)
-    charges, alpha = torch.linspace(-0.4, 0.4, len(NUMBERS)).double().unsqueeze(0), torch.full((1, len(NUMBERS)), 2e-4)
+    q = torch.stack([mm_charges, mm_charges.flip(0)])
     results = []
     for kernel in (kernel_with_widths(), ReferenceKernel(WIDTHS)):
-        potential, field = kernel(x, species, y, q, NO_BOX)
-        energy = embedding_energy(charges, alpha.double(), potential, field).sum()
-        grads = torch.autograd.grad(energy, (x, y))
-        results.append([t.detach() for t in (potential, field, energy, *grads)])
-    for name, fast, slow in zip(("potential", "field", "energy", "region forces", "MM forces"), *results, strict=True):
-        scale = slow.abs().max()
-        assert float((fast - slow).abs().max()) <= 1e-12 * float(scale), name
+        x = torch.stack([positions, positions + 0.02]).requires_grad_(True)
+        y = torch.stack([mm_positions, mm_positions.flip(0)]).requires_grad_(True)
+        energies = kernel.energies(x, species, y, q, NO_BOX, charges, alpha)
+        force_x, force_y = torch.autograd.grad(energies.sum(), (x, y), create_graph=True)
+        loss_gradients = torch.autograd.grad((force_x * force_x).sum(), (charges, alpha))
+        results.append([t.detach() for t in (energies, force_x, force_y, *loss_gradients)])
+    names = ("energies", "region forces", "MM forces", "d loss / d charges", "d loss / d polarisabilities")
+    for name, fast, slow in zip(names, *results, strict=True):
+        assert float((fast - slow).abs().max()) <= 1e-12 * float(slow.abs().max()), name
+
+
+@pytest.mark.parametrize("differentiated", ["region", "mm"])
+def test_dense_float64_energies_differentiate_one_side_and_switched_mm_charges(differentiated):
+    """Only one side's positions require gradients, and the MM charges depend on the MM positions (as the
+    OpenMM force's switched molecules do): the same gradients as autograd through the reference."""
+    positions, mm_positions, mm_charges = geometry(seed=6, mm_count=120)
+    charges = torch.linspace(-0.4, 0.4, len(NUMBERS)).double().reshape(1, 1, -1)
+    alpha = torch.full((1, 1, len(NUMBERS)), 2e-4, dtype=torch.float64)
+    results = []
+    for kernel in (kernel_with_widths(), ReferenceKernel(WIDTHS)):
+        x = positions.unsqueeze(0).requires_grad_(differentiated == "region")
+        y = mm_positions.unsqueeze(0).requires_grad_(differentiated == "mm")
+        switched = mm_charges.unsqueeze(0) * torch.sigmoid(4.0 - 3.0 * y[..., 0])  # charges that move with y
+        energy = kernel.energies(x, SPECIES, y, switched, NO_BOX, charges, alpha)
+        (gradient,) = torch.autograd.grad(energy.sum(), x if differentiated == "region" else y)
+        results.append((energy.detach(), gradient))
+    for fast, slow in zip(*results, strict=True):
+        assert float((fast - slow).abs().max()) <= 1e-12 * float(slow.abs().max())
 
 
 @pytest.mark.parametrize("case", ["box", "float32"])
@@ -219,17 +246,21 @@ def test_explicit_kernel_paths_match_the_written_out_field(case):
 
 
 def test_a_charge_on_a_region_atom_is_finite_and_the_same_on_both_kernel_paths():
-    """The softened kernel has no singularity: a charge exactly on a region atom gives finite values, equal on
-    the dense and the explicit path (at that atom the dense field's x - y cancellation leaves round-off)."""
+    """The softened kernel has no singularity: a charge exactly on a region atom gives finite energies and
+    forces, equal on the dense path and on the explicit one (taken with a box too large to move anything)."""
     positions, mm_positions, mm_charges = geometry(seed=4, mm_count=40)
     mm_positions[0] = positions[3]
-    x, y, q = positions.unsqueeze(0), mm_positions.unsqueeze(0), mm_charges.unsqueeze(0)
+    charges = torch.linspace(-0.4, 0.4, len(NUMBERS)).double().reshape(1, 1, -1)
+    alpha = torch.full((1, 1, len(NUMBERS)), 2e-4, dtype=torch.float64)
     kernel = kernel_with_widths()
-    dense = kernel(x, SPECIES, y, q, NO_BOX)
-    explicit = kernel(x, SPECIES, y, q, 50.0 * torch.eye(3, dtype=torch.float64))  # a box too large to move anything
-    assert all(bool(torch.isfinite(t).all()) for t in dense)
-    torch.testing.assert_close(dense[0], explicit[0], rtol=1e-12, atol=1e-9)
-    torch.testing.assert_close(dense[1], explicit[1], rtol=1e-10, atol=1e-7)
+    results = []
+    for box in (NO_BOX, 50.0 * torch.eye(3, dtype=torch.float64)):
+        x, y = positions.unsqueeze(0).requires_grad_(True), mm_positions.unsqueeze(0).requires_grad_(True)
+        energy = kernel.energies(x, SPECIES, y, mm_charges.unsqueeze(0), box, charges, alpha)
+        results.append([energy.detach(), *torch.autograd.grad(energy.sum(), (x, y))])
+    assert all(bool(torch.isfinite(t).all()) for t in results[0])
+    for dense, explicit in zip(*results, strict=True):
+        torch.testing.assert_close(dense, explicit, rtol=1e-10, atol=1e-9)
 
 
 # ---- the deployed model ----
