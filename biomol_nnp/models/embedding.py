@@ -56,9 +56,13 @@ class EmbeddingKernel(torch.nn.Module):
         self.coulomb = ELECTROSTATIC_CONSTANT
         self.register_buffer("widths", torch.full((num_elements, 2), width))
 
+    def atom_squared_widths(self, species: torch.Tensor) -> torch.Tensor:
+        """w^2 [B, N, 2] of region atoms of element index ``species`` [B, N], for positive and negative MM charges."""
+        return self.widths[species.clamp(min=0)].pow(2)
+
     def squared_widths(self, species: torch.Tensor, mm_charges: torch.Tensor) -> torch.Tensor:
         """w_ab^2 [B, N, M] for region atoms of element index ``species`` [B, N] and MM charges [B, M]."""
-        squared = self.widths[species.clamp(min=0)].pow(2)  # [B, N, 2]
+        squared = self.atom_squared_widths(species)
         negative = (mm_charges < 0).unsqueeze(1)  # [B, 1, M]
         return torch.where(negative, squared[..., 1:2], squared[..., 0:1])  # columns: positive (or zero), negative
 
@@ -96,8 +100,8 @@ class EmbeddingKernel(torch.nn.Module):
         if box.shape[0] == 3 or positions.dtype != torch.float64:
             potential, field = self.forward(positions, species, mm_positions, mm_charges, box)
             return embedding_energy(charges, polarizabilities, potential, field)
-        squared_widths = self.widths[species.clamp(min=0)].pow(2)  # [B, N, 2]: for positive, negative MM charges
         scaled = self.coulomb * mm_charges
+        squared_widths = self.atom_squared_widths(species)
         return self._dense_float64(positions, mm_positions, scaled, squared_widths, charges, polarizabilities)
 
     def _dense_float64(
