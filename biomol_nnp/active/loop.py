@@ -300,8 +300,8 @@ def _select_phase(
 
     active = settings.active
     configs = read_configurations(folder / "frames.h5")
-    walkers = json.loads((folder / "walkers.json").read_text())["walkers"]
-    force_std = np.array([s for w in walkers for s in w["max_force_std_kj_per_mol_nm"]])
+    scored = json.loads((folder / "walkers.json").read_text())
+    force_std = np.array([s for w in scored["walkers"] for s in w["max_force_std_kj_per_mol_nm"]])
     spent = sum(int(r.get("labels_added", 0)) for r in state["rows"])
     budget = max(0, min(active.labels_per_iteration, active.max_labels - spent))
     converged = row["uncertain_fraction"] < active.target_uncertain_fraction
@@ -311,7 +311,7 @@ def _select_phase(
         else select_frames(
             force_std,
             frame_descriptors([c.positions for c in configs]),
-            state.get("threshold", active.force_std_threshold_kj_per_mol_nm),
+            scored["threshold_kj_per_mol_nm"],  # the one the walkers phase scored with (calibrated_threshold)
             budget,
             active.selection_ceiling_kj_per_mol_nm,
         )

@@ -146,7 +146,7 @@ class EmbeddingKernel(torch.nn.Module):
         potential = (s1 @ q_mm).squeeze(-1)
         moments = s3 @ torch.cat([q_mm, q_mm * y], -1)  # [B, N, 4]: sum Q s^3, sum Q s^3 y
         field = x * moments[..., :1] - moments[..., 1:]
-        energy = (charges * potential).sum(-1) - 0.5 * (alpha * (field * field).sum(-1)).sum(-1)
+        energy = embedding_energy(charges, alpha, potential, field)
         if not (positions.requires_grad or mm_positions.requires_grad):
             return energy
         # the gradients below are taken as constants of the MM charges (switched charges carry their own
@@ -197,7 +197,8 @@ class EmbeddingKernel(torch.nn.Module):
 def embedding_energy(
     charges: torch.Tensor, polarizabilities: torch.Tensor, potential: torch.Tensor, field: torch.Tensor
 ) -> torch.Tensor:
-    """Embedding energy [B] kJ/mol from charges [B, N] e, polarisabilities [B, N], potential [B, N], field [B, N, 3]."""
+    """Embedding energy [..., B] kJ/mol from charges [..., B, N] e and polarisabilities [..., B, N] (e.g. one row per
+    member) in the potential [B, N] and field [B, N, 3] of the MM charges."""
     first_order = (charges * potential).sum(-1)
     induced = 0.5 * (polarizabilities * (field * field).sum(-1)).sum(-1)
     return first_order - induced

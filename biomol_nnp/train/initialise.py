@@ -52,9 +52,14 @@ ENERGY_SCALE_FLOOR = 1.0
 """Smallest energy scale, kJ/mol per atom (a nearly constant residual must not shrink the outputs)."""
 
 
+def element_positions(elements: Sequence[int]) -> dict[int, int]:
+    """Atomic number -> index among the model's elements (sorted), the order of every per-element buffer."""
+    return {z: i for i, z in enumerate(sorted(elements))}
+
+
 def element_counts(samples: Sequence[TrainingSample], elements: Sequence[int]) -> np.ndarray:
     """Counts [S, E] of each model element (sorted) in each sample; unknown elements raise InputError."""
-    index = {z: i for i, z in enumerate(sorted(elements))}
+    index = element_positions(elements)
     counts = np.zeros((len(samples), len(index)))
     for row, sample in enumerate(samples):
         for z in sample.atomic_numbers:
@@ -100,7 +105,7 @@ def residual_energies_per_atom(
 
 def set_repulsion_onsets(model: EnsembleModel, samples: Sequence[TrainingSample], elements: Sequence[int]) -> None:
     """Core-repulsion onsets [S, S] nm from the shortest distance of each element pair in ``samples``."""
-    index = {z: i for i, z in enumerate(sorted(elements))}
+    index = element_positions(elements)
     size = len(index)
     shortest = np.full((size, size), np.inf)
     for sample in samples:
@@ -143,7 +148,7 @@ class WidthFitData:
 
 def width_fit_data(samples: Sequence[TrainingSample], elements: Sequence[int]) -> WidthFitData | None:
     """The pairs of evenly spaced embedded frames with finite labels, or None when fewer than the minimum."""
-    index = {z: i for i, z in enumerate(sorted(elements))}
+    index = element_positions(elements)
     usable = [
         s
         for s in samples
